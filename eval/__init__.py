@@ -1,0 +1,1 @@
+"""Evaluation and benchmark tooling (not part of the installed package)."""

@@ -1,0 +1,1 @@
+"""Reference systems that our engine is measured against."""

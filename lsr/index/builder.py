@@ -124,10 +124,10 @@ def build(
     entries = kernels.encode_blocks(term_ptr, post_docs, post_codes, config.block_size, block_dtype)
     term_entry_ptr, entry_block, entry_max, entry_post_rel, post_offsets = entries
     del post_docs
-    term_max = np.zeros(n_terms, dtype=np.float32)
+    term_max = np.zeros(n_terms, dtype=codec.dtype)  # each term's largest weight code
     nonempty = np.diff(term_entry_ptr) > 0
     if entry_max.size:
-        term_max[nonempty] = codec.decode(np.maximum.reduceat(entry_max, term_entry_ptr[:-1][nonempty]))
+        term_max[nonempty] = np.maximum.reduceat(entry_max, term_entry_ptr[:-1][nonempty])
     doc_id_bytes = [i.encode("utf-8") for i in ids]
     doc_ids = np.array(doc_id_bytes, dtype=f"S{max(1, max(map(len, doc_id_bytes)))}")
 

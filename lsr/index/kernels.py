@@ -10,9 +10,9 @@ entry's start or the term's end. A posting stores the document's offset inside i
 and a weight code. ``lut[code]`` decodes a code to a float32 weight;
 ``lut is None`` means codes are already float32 weights.
 
-Scores are float32 sums taken in query-term order in every kernel, so the exhaustive scorer and
-the pruned search produce bit-identical scores, and a block bound (the same sum over block
-maxima) is never below any score in its block: rounding is monotone.
+Scores are float32 sums taken in the query's term order in every kernel (the searcher puts terms
+in descending order of their upper bound), so the exhaustive scorer and the pruned search produce
+bit-identical scores.
 
 Ranking: higher score first; equal scores rank the lower document id first. Only documents with a
 positive score are returned.
@@ -217,116 +217,175 @@ def exhaustive_one(q_terms, q_weights, k, n_docs, block_size, term_entry_ptr, en
     return size
 
 
-# -- block-max pruned exact search ----------------------------------------------------------------
-@njit(**_OPTS)
-def _find_entry(entry_block, lo, hi, blk):
-    """Index of the entry for block ``blk`` in entry_block[lo:hi] (sorted), or -1."""
+# -- exact dynamic pruning: MaxScore over doc-id blocks ------------------------------------------
+# Bounds are compared with a relative slack so that float rounding (sums taken in another
+# association than the score itself) can never prune a document that belongs in the top k.
+_SLACK = np.float32(1.0 + 1e-4)
+# a block with more candidates than this adds its non-essential postings wholesale
+_PROBE_LIMIT = 8
+
+
+@njit(inline="always", **_OPTS)
+def _find_offset(post_offsets, lo, hi, offset):
+    """Position of ``offset`` in the sorted post_offsets[lo:hi], or -1."""
     end = hi
     while lo < hi:
         mid = (lo + hi) >> 1
-        if entry_block[mid] < blk:
+        if post_offsets[mid] < offset:
             lo = mid + 1
         else:
             hi = mid
-    if lo < end and entry_block[lo] == blk:
+    if lo < end and post_offsets[lo] == offset:
         return lo
     return -1
 
 
 @njit(**_OPTS)
-def _max_heap_sift_down(keys, vals, i, size):
-    while True:
-        left = 2 * i + 1
-        if left >= size:
-            return
-        child = left
-        if left + 1 < size and keys[left + 1] > keys[left]:
-            child = left + 1
-        if keys[child] > keys[i]:
-            keys[i], keys[child] = keys[child], keys[i]
-            vals[i], vals[child] = vals[child], vals[i]
-            i = child
-        else:
-            return
+def maxscore_one(q_terms, q_weights, k, n_blocks, block_size, term_max, term_entry_ptr, entry_block,
+                 entry_max, term_post_ptr, entry_post_rel, post_offsets, post_codes, lut,
+                 out_docs, out_scores):
+    """Exact top-k: MaxScore, document-at-a-time over doc-id blocks.
 
-
-@njit(**_OPTS)
-def pruned_one(q_terms, q_weights, k, n_blocks, block_size, term_entry_ptr, entry_block, entry_max,
-               term_post_ptr, entry_post_rel, post_offsets, post_codes, lut, out_docs, out_scores):
-    """Exact top-k by block-max pruning over doc-id blocks.
-
-    1. Upper bound of every block: sum over query terms of weight × the term's block maximum.
-    2. Visit blocks from the highest bound down, scoring their documents exactly, until the next
-       bound is below the k-th best score found: no unvisited document can then enter the top k.
+    Query terms must come in descending order of their upper bound (weight × term maximum): the
+    caller's canonical order, which is also the exhaustive scorer's summation order, so both give
+    bit-identical scores. Once k hits are held, the suffix of terms whose bounds sum below the
+    k-th score is *non-essential*: a document matching none of the other (essential) terms cannot
+    enter the top k. Blocks are visited in doc-id order, only where an essential term has
+    postings; a block whose summed block maxima fall below the threshold is skipped; each
+    candidate gets its non-essential weights by binary search inside the block, abandoned as soon
+    as its partial score plus the remaining block maxima cannot reach the threshold.
     """
-    ub = np.zeros(n_blocks, dtype=np.float32)
     m = q_terms.shape[0]
-    for i in range(m):
-        t = q_terms[i]
-        w = q_weights[i]
-        for e in range(term_entry_ptr[t], term_entry_ptr[t + 1]):
-            ub[entry_block[e]] += w * _decode(entry_max, lut, e)
-    # max-heap of candidate blocks keyed by bound
-    n_cand = 0
-    for b in range(n_blocks):
-        if ub[b] > 0.0:
-            n_cand += 1
-    keys = np.empty(n_cand, dtype=np.float32)
-    blocks = np.empty(n_cand, dtype=np.int32)
-    j = 0
-    for b in range(n_blocks):
-        if ub[b] > 0.0:
-            keys[j] = ub[b]
-            blocks[j] = b
-            j += 1
-    for i in range(n_cand // 2 - 1, -1, -1):
-        _max_heap_sift_down(keys, blocks, i, n_cand)
-
     heap_s = np.empty(k, dtype=np.float32)
     heap_d = np.empty(k, dtype=np.int32)
     size = 0
+    if m == 0:
+        return 0
+    ub = np.empty(m, dtype=np.float32)
+    for i in range(m):
+        ub[i] = q_weights[i] * _decode(term_max, lut, q_terms[i])
+    rest = np.zeros(m + 1, dtype=np.float64)  # rest[i]: bound of terms i.. m-1
+    for i in range(m - 1, -1, -1):
+        rest[i] = rest[i + 1] + ub[i]
+    cursor = np.empty(m, dtype=np.int64)
+    stop = np.empty(m, dtype=np.int64)
+    for i in range(m):
+        cursor[i] = term_entry_ptr[q_terms[i]]
+        stop[i] = term_entry_ptr[q_terms[i] + 1]
+    here = np.empty(m, dtype=np.int64)  # entry of term i at the current block, or -1
     acc = np.zeros(block_size, dtype=np.float32)
-    remaining = n_cand
-    while remaining > 0:
-        bound = keys[0]
-        blk = blocks[0]
-        if size == k and bound < heap_s[0]:
+    cand = np.empty(block_size, dtype=np.int64)
+    n_ess = m
+    theta = np.float32(0.0)
+    while True:
+        blk = n_blocks
+        for i in range(n_ess):
+            if cursor[i] < stop[i] and entry_block[cursor[i]] < blk:
+                blk = entry_block[cursor[i]]
+        if blk == n_blocks:
             break
-        remaining -= 1
-        keys[0] = keys[remaining]
-        blocks[0] = blocks[remaining]
-        _max_heap_sift_down(keys, blocks, 0, remaining)
-
-        base = np.int64(blk) * block_size
+        bound = np.float32(0.0)
         for i in range(m):
-            t = q_terms[i]
-            e = _find_entry(entry_block, term_entry_ptr[t], term_entry_ptr[t + 1], blk)
-            if e < 0:
-                continue
-            w = q_weights[i]
-            start = term_post_ptr[t] + entry_post_rel[e]
-            for p in range(start, _entry_end(e, t, term_entry_ptr, term_post_ptr, entry_post_rel)):
-                acc[post_offsets[p]] += w * _decode(post_codes, lut, p)
-        for o in range(block_size):
-            s = acc[o]
-            if s > 0.0:
-                acc[o] = 0.0
-                size = _heap_push(heap_s, heap_d, size, k, s, np.int32(base + o))
+            c = cursor[i]
+            while c < stop[i] and entry_block[c] < blk:  # non-essential cursors catch up
+                c += 1
+            cursor[i] = c
+            if c < stop[i] and entry_block[c] == blk:
+                here[i] = c
+                bound += q_weights[i] * _decode(entry_max, lut, c)
+            else:
+                here[i] = -1
+        full = size == k
+        if not (full and bound * _SLACK < theta):
+            ne_bound = np.float32(0.0)
+            for i in range(n_ess, m):
+                if here[i] >= 0:
+                    ne_bound += q_weights[i] * _decode(entry_max, lut, here[i])
+            for i in range(n_ess):
+                e = here[i]
+                if e < 0:
+                    continue
+                w = q_weights[i]
+                t = q_terms[i]
+                start = term_post_ptr[t] + entry_post_rel[e]
+                for p in range(start, _entry_end(e, t, term_entry_ptr, term_post_ptr, entry_post_rel)):
+                    acc[post_offsets[p]] += w * _decode(post_codes, lut, p)
+            base = np.int64(blk) * block_size
+            n_cand = 0
+            for o in range(block_size):
+                s = acc[o]
+                if s > 0.0:
+                    if size == k and (s + ne_bound) * _SLACK < theta:
+                        acc[o] = 0.0
+                    else:
+                        cand[n_cand] = o
+                        n_cand += 1
+            if n_cand > _PROBE_LIMIT:
+                # many candidates: add the non-essential postings of the block term by term
+                for i in range(n_ess, m):
+                    e = here[i]
+                    if e < 0:
+                        continue
+                    w = q_weights[i]
+                    t = q_terms[i]
+                    start = term_post_ptr[t] + entry_post_rel[e]
+                    for p in range(start, _entry_end(e, t, term_entry_ptr, term_post_ptr, entry_post_rel)):
+                        o = post_offsets[p]
+                        if acc[o] > 0.0:
+                            acc[o] += w * _decode(post_codes, lut, p)
+                for j in range(n_cand):
+                    o = cand[j]
+                    size = _heap_push(heap_s, heap_d, size, k, acc[o], np.int32(base + o))
+                    acc[o] = 0.0
+            else:
+                # few candidates: look their non-essential weights up, giving up early
+                for j in range(n_cand):
+                    o = cand[j]
+                    s = acc[o]
+                    acc[o] = 0.0
+                    remaining = ne_bound
+                    alive = True
+                    for i in range(n_ess, m):
+                        e = here[i]
+                        if e < 0:
+                            continue
+                        t = q_terms[i]
+                        w = q_weights[i]
+                        start = term_post_ptr[t] + entry_post_rel[e]
+                        end = _entry_end(e, t, term_entry_ptr, term_post_ptr, entry_post_rel)
+                        p = _find_offset(post_offsets, start, end, o)
+                        if p >= 0:
+                            s += w * _decode(post_codes, lut, p)
+                        remaining -= w * _decode(entry_max, lut, e)
+                        if size == k and (s + max(remaining, np.float32(0.0))) * _SLACK < theta:
+                            alive = False
+                            break
+                    if alive:
+                        size = _heap_push(heap_s, heap_d, size, k, s, np.int32(base + o))
+            if size == k:
+                theta = heap_s[0]
+                while n_ess > 0 and rest[n_ess - 1] * _SLACK < theta:
+                    n_ess -= 1
+        for i in range(m):  # leave this block
+            if here[i] >= 0:
+                cursor[i] = here[i] + 1
     _heap_sorted(heap_s, heap_d, size, out_docs, out_scores)
     return size
 
 
 # -- batches (all cores) --------------------------------------------------------------------------
 @njit(parallel=True, **_OPTS)
-def pruned_batch(q_ptr, q_terms, q_weights, k, n_blocks, block_size, term_entry_ptr, entry_block,
-                 entry_max, term_post_ptr, entry_post_rel, post_offsets, post_codes, lut, out_docs, out_scores):
+def maxscore_batch(q_ptr, q_terms, q_weights, k, n_blocks, block_size, term_max, term_entry_ptr,
+                   entry_block, entry_max, term_post_ptr, entry_post_rel, post_offsets, post_codes, lut,
+                   out_docs, out_scores):
     n_queries = q_ptr.shape[0] - 1
     counts = np.zeros(n_queries, dtype=np.int64)
     for qi in prange(n_queries):
         a, b = q_ptr[qi], q_ptr[qi + 1]
-        counts[qi] = pruned_one(q_terms[a:b], q_weights[a:b], k, n_blocks, block_size,
-                                term_entry_ptr, entry_block, entry_max, term_post_ptr, entry_post_rel,
-                                post_offsets, post_codes, lut, out_docs[qi], out_scores[qi])
+        counts[qi] = maxscore_one(q_terms[a:b], q_weights[a:b], k, n_blocks, block_size, term_max,
+                                  term_entry_ptr, entry_block, entry_max, term_post_ptr,
+                                  entry_post_rel, post_offsets, post_codes, lut, out_docs[qi],
+                                  out_scores[qi])
     return counts
 
 

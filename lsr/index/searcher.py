@@ -32,7 +32,7 @@ class QueryArrays(NamedTuple):
     """Queries as CSR arrays over the index vocabulary: what the kernels take."""
 
     ptr: np.ndarray  # int64[n + 1]
-    terms: np.ndarray  # int32, ascending within a query
+    terms: np.ndarray  # int32, per query in descending order of weight x term maximum
     weights: np.ndarray  # float32, > 0
 
 
@@ -67,6 +67,9 @@ class SparseIndex:
         self.block_size = int(manifest["build"]["block_size"])
         self.num_docs = int(manifest["num_docs"])
         self.num_blocks = int(manifest["num_blocks"])
+        term_max = arrays["term_max"]
+        # each term's largest weight in score units: orders query terms for MaxScore
+        self._term_bound = (term_max.astype(np.float32) if self._lut is None else self._lut[term_max])
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -165,9 +168,12 @@ class SparseIndex:
             rank = np.empty(len(order), dtype=np.int64)
             rank[order] = np.arange(len(order)) - np.repeat(m.indptr[:-1], np.diff(m.indptr))
             keep &= rank < max_terms
+        rows, terms, weights = rows[keep], m.indices[keep].astype(np.int32), data[keep].astype(np.float32)
+        # canonical term order: descending upper bound (weight x term maximum), then term id
+        order = np.lexsort((terms, -(weights * self._term_bound[terms]), rows))
         ptr = np.zeros(m.shape[0] + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows[keep], minlength=m.shape[0]), out=ptr[1:])
-        return QueryArrays(ptr, m.indices[keep].astype(np.int32), data[keep].astype(np.float32))
+        np.cumsum(np.bincount(rows, minlength=m.shape[0]), out=ptr[1:])
+        return QueryArrays(ptr, terms[order], weights[order])
 
     def _check_k(self, k: int) -> None:
         if not isinstance(k, int | np.integer) or k <= 0:
@@ -190,10 +196,10 @@ class SparseIndex:
                     t, w, k_eff, self.num_docs, self.block_size, a["term_entry_ptr"], a["entry_block"],
                     a["term_post_ptr"], a["entry_post_rel"], a["post_offsets"], a["post_codes"], self._lut, docs[0], scores[0])
             else:
-                count = kernels.pruned_one(
-                    t, w, k_eff, self.num_blocks, self.block_size, a["term_entry_ptr"], a["entry_block"],
-                    a["entry_max"], a["term_post_ptr"], a["entry_post_rel"], a["post_offsets"], a["post_codes"], self._lut,
-                    docs[0], scores[0])
+                count = kernels.maxscore_one(
+                    t, w, k_eff, self.num_blocks, self.block_size, a["term_max"], a["term_entry_ptr"],
+                    a["entry_block"], a["entry_max"], a["term_post_ptr"], a["entry_post_rel"],
+                    a["post_offsets"], a["post_codes"], self._lut, docs[0], scores[0])
             if self.codec.score_scale != 1.0:
                 scores *= np.float32(self.codec.score_scale)
             return docs, scores, np.array([count], dtype=np.int64)
@@ -204,10 +210,10 @@ class SparseIndex:
                     a["entry_block"], a["term_post_ptr"], a["entry_post_rel"], a["post_offsets"], a["post_codes"], self._lut,
                     docs, scores)
             else:
-                counts = kernels.pruned_batch(
-                    q.ptr, q.terms, q.weights, k_eff, self.num_blocks, self.block_size,
-                    a["term_entry_ptr"], a["entry_block"], a["entry_max"], a["term_post_ptr"], a["entry_post_rel"],
-                    a["post_offsets"], a["post_codes"], self._lut, docs, scores)
+                counts = kernels.maxscore_batch(
+                    q.ptr, q.terms, q.weights, k_eff, self.num_blocks, self.block_size, a["term_max"],
+                    a["term_entry_ptr"], a["entry_block"], a["entry_max"], a["term_post_ptr"],
+                    a["entry_post_rel"], a["post_offsets"], a["post_codes"], self._lut, docs, scores)
         if self.codec.score_scale != 1.0:
             scores *= np.float32(self.codec.score_scale)
         return docs, scores, counts

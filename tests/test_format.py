@@ -1,0 +1,215 @@
+"""The on-disk index: round trip, integrity checks, atomic replacement, and kill-safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, random_batch
+
+from lsr import SparseIndex
+from lsr.errors import IndexFormatError, InputError
+from lsr.index.builder import BuildConfig
+
+
+@pytest.fixture()
+def small(tmp_path):
+    docs = random_batch(np.random.default_rng(7), 300, 50, density=0.2, levels=16)
+    return docs, SparseIndex.build(docs, tmp_path / "idx", quantization="float32", block_size=16)
+
+
+def test_build_open_round_trip(small):
+    docs, built = small
+    opened = SparseIndex.open(built.path)
+    assert opened.num_docs == len(docs) and opened.vocab == docs.vocab
+    assert [opened.doc_id(i) for i in range(len(docs))] == docs.ids
+    assert opened.num_postings == docs.matrix.nnz
+    m = opened.manifest
+    assert m["format"] == "lsr-sparse-index" and m["format_version"] == 1
+    assert m["vocab"]["sha256"] == docs.vocab.sha256
+    assert m["build"]["block_size"] == 16 and m["quantization"]["dtype"] == "float32"
+    assert all(isinstance(a, np.memmap) or a.base is not None for a in opened._a.values() if a.size)
+    # reconstruct the document matrix from the postings: it must equal the input exactly
+    a = opened._a
+    rebuilt = np.zeros(docs.matrix.shape, dtype=np.float32)
+    for t in range(len(opened.vocab)):
+        for e in range(a["term_entry_ptr"][t], a["term_entry_ptr"][t + 1]):
+            start = a["term_post_ptr"][t] + a["entry_post_rel"][e]
+            end = (a["term_post_ptr"][t] + a["entry_post_rel"][e + 1]
+                   if e + 1 < a["term_entry_ptr"][t + 1] else a["term_post_ptr"][t + 1])
+            for p in range(start, end):
+                rebuilt[int(a["entry_block"][e]) * 16 + int(a["post_offsets"][p]), t] = a["post_codes"][p]
+                assert a["post_codes"][p] <= a["entry_max"][e]
+    np.testing.assert_array_equal(rebuilt, docs.matrix.toarray())
+    np.testing.assert_array_equal(a["term_max"], docs.matrix.max(axis=0).toarray().ravel())  # float32 codes
+
+
+@pytest.mark.parametrize("victim", ["post_codes.npy", "entry_max.npy", "doc_ids.npy", "vocab.json"])
+def test_flipped_byte_is_detected(small, victim):
+    _, index = small
+    path = index.path / victim
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 + 1] ^= 0x40
+    path.write_bytes(bytes(data))
+    with pytest.raises(IndexFormatError, match="checksum mismatch"):
+        SparseIndex.open(index.path)
+
+
+def test_truncated_file_is_detected_even_without_checksums(small):
+    _, index = small
+    path = index.path / "post_offsets.npy"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(IndexFormatError, match="truncated"):
+        SparseIndex.open(index.path, verify=False)
+
+
+def test_manifest_tampering_and_version_are_detected(small):
+    _, index = small
+    manifest_path = index.path / "manifest.json"
+    original = manifest_path.read_text()
+    manifest = json.loads(original)
+    manifest["num_docs"] += 1
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match="manifest checksum"):
+        SparseIndex.open(index.path)
+    manifest_path.write_text(original[: len(original) // 2])
+    with pytest.raises(IndexFormatError, match="corrupted"):
+        SparseIndex.open(index.path)
+    (index.path / "manifest.json").unlink()
+    with pytest.raises(IndexFormatError, match="not an lsr index"):
+        SparseIndex.open(index.path)
+    with pytest.raises(IndexFormatError, match="no such index"):
+        SparseIndex.open(index.path.parent / "nope")
+
+
+def test_other_format_versions_are_refused(small):
+    from lsr.index import format as fmt
+
+    _, index = small
+    manifest = json.loads((index.path / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    manifest["manifest_sha256"] = fmt._manifest_digest(manifest)
+    (index.path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match="version 99 is not supported"):
+        SparseIndex.open(index.path)
+
+
+def test_existing_index_is_kept_unless_overwrite(small, tmp_path):
+    docs, index = small
+    before = index.search({"t1": 1.0, "t2": 0.5}, 5)
+    other = random_batch(np.random.default_rng(8), 40, 50, density=0.2)
+    with pytest.raises(InputError, match="already exists"):
+        SparseIndex.build(other, index.path)
+    assert SparseIndex.open(index.path).search({"t1": 1.0, "t2": 0.5}, 5) == before
+    replaced = SparseIndex.build(other, index.path, overwrite=True)
+    assert replaced.num_docs == 40
+    assert sorted(p.name for p in index.path.parent.iterdir()) == ["idx"]  # no staging left over
+    not_an_index = tmp_path / "precious"
+    not_an_index.mkdir()
+    (not_an_index / "data.txt").write_text("keep me")
+    with pytest.raises(InputError, match="not an lsr index"):
+        SparseIndex.build(other, not_an_index, overwrite=True)
+    assert (not_an_index / "data.txt").read_text() == "keep me"
+
+
+def test_failed_build_leaves_nothing_behind(tmp_path):
+    docs = random_batch(np.random.default_rng(1), 30, 10, density=0.3)
+
+    def failing():
+        yield docs
+        raise RuntimeError("input died")
+
+    with pytest.raises(RuntimeError):
+        SparseIndex.build(failing(), tmp_path / "idx", vocab=docs.vocab)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_static_pruning_matches_brute_force_on_pruned_matrix(tmp_path):
+    from conftest import brute_force_topk
+
+    rng = np.random.default_rng(5)
+    docs = random_batch(rng, 400, 60, density=0.3, levels=50)
+    queries = random_batch(rng, 20, 60, density=0.3, levels=50, prefix="q")
+    dense = docs.matrix.toarray()
+    by_doc = dense.copy()
+    for row in by_doc:  # top-5 terms per document, ties to the lower term id
+        order = np.lexsort((np.arange(row.size), -row))
+        row[order[5:]] = 0
+    by_term = dense.copy()
+    for col in by_term.T:  # top-30 postings per term, ties to the lower doc position
+        order = np.lexsort((np.arange(col.size), -col))
+        col[order[30:]] = 0
+    import scipy.sparse as sp
+
+    for config, matrix in [(BuildConfig(doc_top_k=5), by_doc), (BuildConfig(term_top_n=30), by_term)]:
+        index = SparseIndex.build(docs, tmp_path / f"i{config.doc_top_k}", config=config.model_copy(
+            update={"quantization": "float32"}))
+        assert index.num_postings == int((matrix > 0).sum())
+        expected = brute_force_topk(queries.matrix, sp.csr_matrix(matrix), 10)
+        got = index.batch_search(queries, 10)
+        assert [[h.doc_id for h in r] for r in got] == [[docs.ids[p] for p, _ in w] for w in expected]
+
+
+_KILL_SCRIPT = """
+import sys, numpy as np, scipy.sparse as sp
+from lsr import SparseIndex, SparseBatch, Vocabulary
+rng = np.random.default_rng(0)
+vocab = Vocabulary([f"t{i}" for i in range(2000)], frozen=True)
+def batches():
+    for b in range(400):
+        m = sp.random(2000, 2000, density=0.05, format="csr", dtype=np.float32, random_state=b)
+        print("batch", b, flush=True)
+        yield SparseBatch([f"b{b}-{i}" for i in range(2000)], m, vocab)
+SparseIndex.build(batches(), sys.argv[1], vocab=vocab, overwrite=True)
+print("finished", flush=True)
+"""
+
+
+@pytest.mark.parametrize("kill_after_batches", [1, 30])
+def test_killed_build_leaves_previous_index_readable(tmp_path, kill_after_batches):
+    docs = random_batch(np.random.default_rng(2), 100, 2000, density=0.01)
+    target = tmp_path / "idx"
+    SparseIndex.build(docs, target)
+    before = SparseIndex.open(target).batch_search(docs, 5)
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(target)], stdout=subprocess.PIPE,
+                            text=True, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith(f"batch {kill_after_batches}"):
+            break
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    reopened = SparseIndex.open(target)  # full checksum verification
+    assert reopened.num_docs == 100
+    assert reopened.batch_search(docs, 5) == before
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "idx"]
+    # a killed build may leave its staging directory; the next build removes it
+    SparseIndex.build(docs, target, overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["idx"], leftovers
+
+
+def test_kill_during_publish_window_is_safe(tmp_path, monkeypatch):
+    """Simulate a crash right after the staged files are complete but before the swap."""
+    from lsr.index import format as fmt
+
+    docs = random_batch(np.random.default_rng(4), 50, 20, density=0.2)
+    target = tmp_path / "idx"
+    SparseIndex.build(docs, target)
+    expected = SparseIndex.open(target).search({"t3": 1.0}, 3)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fmt, "_renameat2_exchange", crash)
+    with pytest.raises(KeyboardInterrupt):
+        SparseIndex.build(random_batch(np.random.default_rng(9), 10, 20, 0.5), target, overwrite=True)
+    assert SparseIndex.open(target).search({"t3": 1.0}, 3) == expected

@@ -51,10 +51,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-import os
 from pathlib import Path
 
 import numba
@@ -64,11 +64,9 @@ import scipy.sparse as sp
 from lsr.sparse import SparseBatch, read_jsonl, write_npz
 from lsr.vocab import Vocabulary
 
-DEFAULT_REAL_DIR = (
-    Path(os.environ.get("LSR_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-    / "data" / "vectors" / "scifact-splade-tiny"
-)
-DEFAULT_VOCAB_DIR = Path("/work/shared/models/splade-tiny")
+SHARED = Path(os.environ.get("LSR_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+DEFAULT_REAL_DIR = SHARED / "data" / "vectors" / "scifact-splade-tiny"
+DEFAULT_VOCAB_DIR = SHARED / "models" / "splade-tiny"
 MODES = ("siamese", "inference-free")
 MIN_POOL = 10  # a term with fewer real weights draws from its df bucket's pool
 _FILES = {

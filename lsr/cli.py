@@ -42,7 +42,9 @@ def friendly_errors(func: F) -> F:
         except LsrError as exc:
             raise _fail(str(exc)) from None
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
             raise _fail(problems) from None
         except OSError as exc:  # unwritable output, missing parent directory, disk full, ...
             where = f"{exc.filename}: " if exc.filename else ""
@@ -64,16 +66,26 @@ def _human_bytes(n: float) -> str:
 @index_app.command("build")
 @friendly_errors
 def index_build(
-    inputs: Annotated[list[Path], typer.Argument(help="vector files: JSONL(.gz) {id, vector} or .npz")],
+    inputs: Annotated[
+        list[Path], typer.Argument(help="vector files: JSONL(.gz) {id, vector} or .npz")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="index directory to write")],
     vocab: Annotated[
         Path | None,
-        typer.Option(help="tokenizer dir, tokenizer.json, vocab.txt or JSON list; default: terms seen"),
+        typer.Option(
+            help="tokenizer dir, tokenizer.json, vocab.txt or JSON list; default: terms seen"
+        ),
     ] = None,
-    quantization: Annotated[str, typer.Option(help=f"weight storage: {', '.join(QUANTIZATIONS)}")] = "uint8",
+    quantization: Annotated[
+        str, typer.Option(help=f"weight storage: {', '.join(QUANTIZATIONS)}")
+    ] = "uint8",
     block_size: Annotated[int, typer.Option(help="documents per doc-id block (1-256)")] = 128,
-    doc_top_k: Annotated[int | None, typer.Option(help="keep each document's k heaviest terms")] = None,
-    term_top_n: Annotated[int | None, typer.Option(help="keep each term's n heaviest postings")] = None,
+    doc_top_k: Annotated[
+        int | None, typer.Option(help="keep each document's k heaviest terms")
+    ] = None,
+    term_top_n: Annotated[
+        int | None, typer.Option(help="keep each term's n heaviest postings")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing index (atomically)")] = False,
     progress: Annotated[
         bool | None, typer.Option(help="show a progress bar (default: when stderr is a terminal)")
@@ -96,7 +108,12 @@ def index_build(
             yield from iter_vector_batches(path, vocabulary)
 
     manifest = build(
-        batches(), output, vocab=vocabulary, config=config, overwrite=overwrite, progress=progress,
+        batches(),
+        output,
+        vocab=vocabulary,
+        config=config,
+        overwrite=overwrite,
+        progress=progress,
         extra_manifest={"sources": [str(p) for p in inputs]},
     )
     total = sum(int(e["bytes"]) for e in manifest["arrays"].values()) + sum(
@@ -129,10 +146,23 @@ def index_info(
         ("format", f"{m['format']} v{m['format_version']} (lsr {m['lsr_version']})"),
         ("documents", f"{m['num_docs']:,}"),
         ("postings", f"{m['num_postings']:,}"),
-        ("terms", f"{m['num_nonempty_terms']:,} used of {m['vocab']['size']:,} ({m['vocab']['source']})"),
-        ("weights", f"{q['dtype']}" + (f" (scale {q['scale']:.6g})" if q["dtype"] == "uint8" else "")),
-        ("blocks", f"{m['num_blocks']:,} of {m['build']['block_size']} docs, {m['num_entries']:,} entries"),
-        ("size", f"{_human_bytes(index.nbytes)} ({index.nbytes / max(index.num_postings, 1):.2f} B/posting)"),
+        (
+            "terms",
+            f"{m['num_nonempty_terms']:,} used of {m['vocab']['size']:,} ({m['vocab']['source']})",
+        ),
+        (
+            "weights",
+            f"{q['dtype']}" + (f" (scale {q['scale']:.6g})" if q["dtype"] == "uint8" else ""),
+        ),
+        (
+            "blocks",
+            f"{m['num_blocks']:,} of {m['build']['block_size']} docs, {m['num_entries']:,} entries",
+        ),
+        (
+            "size",
+            f"{_human_bytes(index.nbytes)} "
+            f"({index.nbytes / max(index.num_postings, 1):.2f} B/posting)",
+        ),
         ("checksums", "verified" if verify else "not checked"),
     ]
     width = max(len(k) for k, _ in rows)
@@ -154,15 +184,29 @@ def _parse_vector(text: str) -> dict[str, float]:
 @friendly_errors
 def search(
     index_path: Annotated[Path, typer.Argument(metavar="INDEX", help="index directory")],
-    vector: Annotated[str | None, typer.Option(help='one query as JSON: {"term": weight, ...}')] = None,
-    queries: Annotated[Path | None, typer.Option(help="query vectors file (JSONL(.gz) or .npz)")] = None,
+    vector: Annotated[
+        str | None, typer.Option(help='one query as JSON: {"term": weight, ...}')
+    ] = None,
+    queries: Annotated[
+        Path | None, typer.Option(help="query vectors file (JSONL(.gz) or .npz)")
+    ] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="hits per query")] = 10,
-    threads: Annotated[int | None, typer.Option(help="threads for a queries file (default: all)")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="threads for a queries file (default: all)")
+    ] = None,
     min_weight: Annotated[float, typer.Option(help="drop query terms weighted below this")] = 0.0,
-    max_terms: Annotated[int | None, typer.Option(help="keep each query's n heaviest terms")] = None,
-    ignore_unknown: Annotated[bool, typer.Option(help="skip query terms outside the vocabulary")] = False,
-    exhaustive: Annotated[bool, typer.Option(help="score every posting (reference scorer)")] = False,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="TREC run file (default: stdout)")] = None,
+    max_terms: Annotated[
+        int | None, typer.Option(help="keep each query's n heaviest terms")
+    ] = None,
+    ignore_unknown: Annotated[
+        bool, typer.Option(help="skip query terms outside the vocabulary")
+    ] = False,
+    exhaustive: Annotated[
+        bool, typer.Option(help="score every posting (reference scorer)")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="TREC run file (default: stdout)")
+    ] = None,
     run_tag: Annotated[str, typer.Option(help="run tag in the TREC run file")] = "lsr",
     verify: Annotated[bool, typer.Option(help="check index checksums on open")] = False,
 ) -> None:
@@ -183,7 +227,7 @@ def search(
         typer.secho(f"{len(hits)} hits", err=True)
         return
     assert queries is not None
-    frozen = index.vocab.frozen_copy()
+    frozen = index.vocab  # loaded frozen: unknown terms are reported, not added
     batch = SparseBatch.from_dicts([], vocab=frozen)
     parts = list(iter_vector_batches(queries, frozen, unknown=unknown))
     if parts:
@@ -205,7 +249,8 @@ def search(
             handle.close()
     typer.secho(
         f"searched {len(batch):,} queries (k={k}) in {elapsed:.3f} s: "
-        f"{len(batch) / max(elapsed, 1e-9):,.0f} queries/s" + (f", run written to {output}" if output else ""),
+        f"{len(batch) / max(elapsed, 1e-9):,.0f} queries/s"
+        + (f", run written to {output}" if output else ""),
         err=True,
     )
 

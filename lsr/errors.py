@@ -1,4 +1,4 @@
-"""Exceptions that lsr raises for bad input or damaged files; the CLI and service turn them into messages."""
+"""Exceptions for bad input or damaged files; the CLI and service turn them into messages."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ DEFAULT_CHUNK = 8192
 
 @dataclass
 class SparseBatch:
-    """Rows of term weights: ``matrix`` is float32 CSR (rows × len(vocab)), ``ids`` names the rows."""
+    """Rows of term weights: ``matrix`` is float32 CSR (rows x len(vocab)); ``ids`` names rows."""
 
     ids: list[str]
     matrix: sp.csr_matrix
@@ -38,7 +38,9 @@ class SparseBatch:
         if self.matrix.shape[0] != len(self.ids):
             raise InputError(f"{len(self.ids)} ids for {self.matrix.shape[0]} rows")
         if self.matrix.shape[1] > len(self.vocab):
-            raise InputError(f"matrix has {self.matrix.shape[1]} columns, vocabulary {len(self.vocab)}")
+            raise InputError(
+                f"matrix has {self.matrix.shape[1]} columns, vocabulary {len(self.vocab)}"
+            )
         if self.matrix.shape[1] < len(self.vocab):  # a growable vocabulary may have grown since
             self.matrix = sp.csr_matrix(
                 (self.matrix.data, self.matrix.indices, self.matrix.indptr),
@@ -90,11 +92,15 @@ class SparseBatch:
             if unknown == "error":
                 row = int(m.row[missing][0])
                 term = self.vocab.tokens[int(m.col[missing][0])]
-                raise UnknownTermError(f"term {term!r} (in {self.ids[row]!r}) is not in the vocabulary")
+                raise UnknownTermError(
+                    f"term {term!r} (in {self.ids[row]!r}) is not in the vocabulary"
+                )
             keep = ~missing
             m = sp.coo_matrix((m.data[keep], (m.row[keep], m.col[keep])), shape=m.shape)
             cols = cols[keep]
-        remapped = sp.csr_matrix((m.data, (m.row, cols)), shape=(m.shape[0], len(target)), dtype=np.float32)
+        remapped = sp.csr_matrix(
+            (m.data, (m.row, cols)), shape=(m.shape[0], len(target)), dtype=np.float32
+        )
         remapped.sort_indices()
         return SparseBatch(self.ids, remapped, target)
 
@@ -127,16 +133,22 @@ class _RowBuffer:
         row: dict[int, float] = {}
         for token, weight in vector.items():
             if isinstance(weight, bool) or not isinstance(weight, int | float):
-                raise InputError(f"weight of {token!r} is not a number: {weight!r}", self.path, line)
+                raise InputError(
+                    f"weight of {token!r} is not a number: {weight!r}", self.path, line
+                )
             weight = float(weight)
             if not math.isfinite(weight) or weight < 0:
-                raise InputError(f"weight of {token!r} must be finite and >= 0, got {weight}", self.path, line)
+                raise InputError(
+                    f"weight of {token!r} must be finite and >= 0, got {weight}", self.path, line
+                )
             if weight == 0.0:
                 continue
             tid = self.vocab.id_of(str(token))
             if tid < 0:
                 if self.unknown == "error":
-                    raise UnknownTermError(f"unknown term {token!r}: not in the vocabulary", self.path, line)
+                    raise UnknownTermError(
+                        f"unknown term {token!r}: not in the vocabulary", self.path, line
+                    )
                 self.dropped_unknown += 1
                 continue
             row[tid] = weight
@@ -170,7 +182,7 @@ def open_text(path: str | Path, mode: str = "rt") -> IO[str]:
         raise InputError("is a directory, expected a file", path)
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, mode.replace("t", "") or "rb"), encoding="utf-8")
-    return open(path, mode, encoding="utf-8")  # noqa: SIM115 - caller closes
+    return open(path, mode, encoding="utf-8")
 
 
 def iter_jsonl_batches(
@@ -209,7 +221,9 @@ def iter_jsonl_batches(
         yield rows.to_batch()
 
 
-def read_jsonl(path: str | Path, vocab: Vocabulary | None = None, *, unknown: str = "error") -> SparseBatch:
+def read_jsonl(
+    path: str | Path, vocab: Vocabulary | None = None, *, unknown: str = "error"
+) -> SparseBatch:
     """Read a whole JsonVectorCollection file into one batch."""
     vocab = vocab if vocab is not None else Vocabulary()
     return concat(list(iter_jsonl_batches(path, vocab, unknown=unknown)), vocab)
@@ -238,7 +252,9 @@ def write_npz(batch: SparseBatch, path: str | Path) -> None:
     )
 
 
-def read_npz(path: str | Path, vocab: Vocabulary | None = None, *, unknown: str = "error") -> SparseBatch:
+def read_npz(
+    path: str | Path, vocab: Vocabulary | None = None, *, unknown: str = "error"
+) -> SparseBatch:
     """Read a batch written by :func:`write_npz`; remapped onto ``vocab`` when one is given."""
     path = Path(path)
     if not path.exists():
@@ -249,7 +265,9 @@ def read_npz(path: str | Path, vocab: Vocabulary | None = None, *, unknown: str 
             if missing:
                 raise InputError(f"npz is missing arrays: {', '.join(sorted(missing))}", path)
             shape = tuple(int(x) for x in z["shape"])
-            matrix = sp.csr_matrix((z["data"].astype(np.float32), z["indices"], z["indptr"]), shape=shape)
+            matrix = sp.csr_matrix(
+                (z["data"].astype(np.float32), z["indices"], z["indptr"]), shape=shape
+            )
             ids = [str(x) for x in z["ids"]]
             own = Vocabulary([str(t) for t in z["vocab"]], frozen=True, source=str(path))
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
@@ -264,7 +282,11 @@ def read_npz(path: str | Path, vocab: Vocabulary | None = None, *, unknown: str 
 
 
 def iter_vector_batches(
-    path: str | Path, vocab: Vocabulary | None = None, *, chunk_size: int = DEFAULT_CHUNK, unknown: str = "error"
+    path: str | Path,
+    vocab: Vocabulary | None = None,
+    *,
+    chunk_size: int = DEFAULT_CHUNK,
+    unknown: str = "error",
 ) -> Iterator[SparseBatch]:
     """Stream batches from a JSONL(.gz) or .npz vectors file, chosen by its name."""
     if str(path).endswith(".npz"):
@@ -281,6 +303,9 @@ def concat(batches: Sequence[SparseBatch], vocab: Vocabulary) -> SparseBatch:
     if not batches:
         return SparseBatch([], sp.csr_matrix((0, len(vocab)), dtype=np.float32), vocab)
     width = len(vocab)
-    mats = [sp.csr_matrix((b.matrix.data, b.matrix.indices, b.matrix.indptr), shape=(len(b), width)) for b in batches]
+    mats = [
+        sp.csr_matrix((b.matrix.data, b.matrix.indices, b.matrix.indptr), shape=(len(b), width))
+        for b in batches
+    ]
     ids = [i for b in batches for i in b.ids]
     return SparseBatch(ids, sp.vstack(mats, format="csr", dtype=np.float32), vocab)

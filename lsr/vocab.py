@@ -49,7 +49,7 @@ class Vocabulary:
         return self._ids.get(token)
 
     def id_of(self, token: str) -> int:
-        """The term id of ``token``; a growable vocabulary adds unseen tokens, a frozen one returns -1."""
+        """The term id of ``token``: a growable vocabulary adds it, a frozen one returns -1."""
         tid = self._ids.get(token)
         if tid is None:
             if self.frozen:
@@ -77,7 +77,7 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
-        """Load a vocabulary from a tokenizer directory, tokenizer.json, vocab.txt or a JSON list."""
+        """Load from a tokenizer directory, tokenizer.json, vocab.txt or a JSON list of tokens."""
         path = Path(path)
         if not path.exists():
             raise InputError("vocabulary not found", path)
@@ -106,4 +106,6 @@ class Vocabulary:
             return cls([t for t, _ in ordered], frozen=True, source=source)
         if isinstance(model_vocab, list):  # Unigram tokenizers: [[token, score], ...]
             return cls([entry[0] for entry in model_vocab], frozen=True, source=source)
-        raise InputError("unrecognised vocabulary file (expected a tokenizer.json, vocab.txt or JSON list)", path)
+        raise InputError(
+            "unrecognised vocabulary file (expected a tokenizer.json, vocab.txt or JSON list)", path
+        )

@@ -18,8 +18,14 @@ VECTORS = SHARED / "data" / "vectors" / "scifact-splade-tiny"
 SPLADE_TINY = SHARED / "models" / "splade-tiny"
 
 
-def random_batch(rng: np.random.Generator, n_rows: int, n_terms: int, density: float,
-                 levels: int = 8, prefix: str = "d") -> SparseBatch:
+def random_batch(
+    rng: np.random.Generator,
+    n_rows: int,
+    n_terms: int,
+    density: float,
+    levels: int = 8,
+    prefix: str = "d",
+) -> SparseBatch:
     """Random non-negative vectors with weights on a coarse grid (exact float sums, many ties)."""
     mask = rng.random((n_rows, n_terms)) < density
     weights = rng.integers(1, levels + 1, size=(n_rows, n_terms)).astype(np.float32) / 4
@@ -28,7 +34,9 @@ def random_batch(rng: np.random.Generator, n_rows: int, n_terms: int, density: f
     return SparseBatch([f"{prefix}{i}" for i in range(n_rows)], matrix, vocab)
 
 
-def brute_force_topk(queries: sp.csr_matrix, docs: sp.csr_matrix, k: int) -> list[list[tuple[int, float]]]:
+def brute_force_topk(
+    queries: sp.csr_matrix, docs: sp.csr_matrix, k: int
+) -> list[list[tuple[int, float]]]:
     """The oracle: full Q @ D.T, positive scores, highest first, ties by lower doc position."""
     scores = (queries.astype(np.float64) @ docs.astype(np.float64).T).toarray()
     out = []

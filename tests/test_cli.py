@@ -164,8 +164,9 @@ def test_build_from_jsonl_gz_with_frozen_vocab(scifact_small):
 
 def test_build_from_npz_equals_jsonl(tmp_path, small):
     write_npz(read_jsonl(small["docs"]), tmp_path / "docs.npz")
-    result = _invoke("index", "build", tmp_path / "docs.npz", "-o", tmp_path / "i",
-                     "--quantization", "float32")
+    result = _invoke(
+        "index", "build", tmp_path / "docs.npz", "-o", tmp_path / "i", "--quantization", "float32"
+    )
     _ok(result)
     assert _stdout(result).startswith("indexed 4 docs, 7 postings")
     from_npz, from_jsonl = SparseIndex.open(tmp_path / "i"), SparseIndex.open(small["index"])
@@ -224,8 +225,16 @@ def test_search_vector_only_matching_docs(small):
 def test_search_queries_trec_run_equals_api(scifact_small, tmp_path):
     run_path = tmp_path / "run.trec"
     k = 7
-    result = _invoke("search", scifact_small["index"], "--queries", scifact_small["queries"],
-                     "-k", k, "-o", run_path)
+    result = _invoke(
+        "search",
+        scifact_small["index"],
+        "--queries",
+        scifact_small["queries"],
+        "-k",
+        k,
+        "-o",
+        run_path,
+    )
     _ok(result)
     assert _stdout(result) == ""
     err = _stderr(result)
@@ -244,23 +253,28 @@ def test_search_queries_trec_run_equals_api(scifact_small, tmp_path):
     assert sum(len(h) for h in run.values()) == 40 * k  # every query has >= k matching docs
 
     # the same run on stdout, and from the same queries as .npz
-    stdout_run = _invoke("search", scifact_small["index"], "--queries", scifact_small["queries"],
-                         "-k", k)
+    stdout_run = _invoke(
+        "search", scifact_small["index"], "--queries", scifact_small["queries"], "-k", k
+    )
     _ok(stdout_run)
     assert _stdout(stdout_run) == run_path.read_text()
     write_npz(read_jsonl(scifact_small["queries"]), tmp_path / "queries.npz")
-    npz_run = _invoke("search", scifact_small["index"], "--queries", tmp_path / "queries.npz",
-                      "-k", k)
+    npz_run = _invoke(
+        "search", scifact_small["index"], "--queries", tmp_path / "queries.npz", "-k", k
+    )
     _ok(npz_run)
     assert _stdout(npz_run) == run_path.read_text()
 
 
 def test_search_queries_matches_brute_force(small, tmp_path):
-    queries = _write_records(tmp_path / "q.jsonl", [
-        {"id": "q1", "vector": {"y": 1.0}},
-        {"id": "q2", "vector": {"x": 2.0, "w": 4.0}},
-        {"id": "q3", "vector": {"x": 0.0}},  # a zero weight: no terms, no hits
-    ])
+    queries = _write_records(
+        tmp_path / "q.jsonl",
+        [
+            {"id": "q1", "vector": {"y": 1.0}},
+            {"id": "q2", "vector": {"x": 2.0, "w": 4.0}},
+            {"id": "q3", "vector": {"x": 0.0}},  # a zero weight: no terms, no hits
+        ],
+    )
     result = _invoke("search", small["index"], "--queries", queries, "-k", "2", "--run-tag", "lsr")
     _ok(result)
     run = _parse_run(_stdout(result))
@@ -275,16 +289,20 @@ def test_search_queries_matches_brute_force(small, tmp_path):
 
 
 def test_ignore_unknown_query_terms(small, tmp_path):
-    queries = _write_records(tmp_path / "q.jsonl", [
-        {"id": "q1", "vector": {"x": 1.0}},
-        {"id": "q2", "vector": {"nope": 1.0, "y": 1.0}},
-    ])
+    queries = _write_records(
+        tmp_path / "q.jsonl",
+        [
+            {"id": "q1", "vector": {"x": 1.0}},
+            {"id": "q2", "vector": {"nope": 1.0, "y": 1.0}},
+        ],
+    )
     result = _invoke("search", small["index"], "--queries", queries, "--ignore-unknown")
     _ok(result)
     run = _parse_run(_stdout(result))
     assert [d for d, _, _ in run["q2"]] == ["a", "b"]
-    result = _invoke("search", small["index"], "--vector", '{"nope": 5, "z": 1}',
-                     "--ignore-unknown")
+    result = _invoke(
+        "search", small["index"], "--vector", '{"nope": 5, "z": 1}', "--ignore-unknown"
+    )
     _ok(result)
     assert [d for _, _, d in _parse_hits(_stdout(result))] == ["d", "b"]
 
@@ -306,24 +324,42 @@ def test_overwrite_replaces_index(tmp_path, small):
 @pytest.mark.parametrize(
     ("lines", "needles"),
     [
-        (['{"id": "a", "vector": {"x": 1}}', '{"id": "b", "vector": {"x": 1'],
-         [":2: ", "malformed JSON"]),
-        (['{"id": "a", "vector": {"x": 1}}', '', '{"id": "b"}'], [":3: ", '"vector"']),
+        (
+            ['{"id": "a", "vector": {"x": 1}}', '{"id": "b", "vector": {"x": 1'],
+            [":2: ", "malformed JSON"],
+        ),
+        (['{"id": "a", "vector": {"x": 1}}', "", '{"id": "b"}'], [":3: ", '"vector"']),
         (['{"id": "a", "vector": {"x": -1.5}}'], [":1: ", "'x'", ">= 0"]),
-        (['{"id": "a", "vector": {"x": 1}}', '{"id": "b", "vector": {"x": "1.0"}}'],
-         [":2: ", "'x'", "not a number"]),
+        (
+            ['{"id": "a", "vector": {"x": 1}}', '{"id": "b", "vector": {"x": "1.0"}}'],
+            [":2: ", "'x'", "not a number"],
+        ),
         (['{"id": "a", "vector": {"x": true}}'], [":1: ", "not a number"]),
         (['{"id": "a", "vector": {"x": NaN}}'], [":1: ", "finite"]),
         (['{"id": "a", "vector": {"x": Infinity}}'], [":1: ", "finite"]),
         (['{"id": "a", "vector": [1, 2]}'], [":1: ", '"vector" must be an object']),
         (['["a", {"x": 1}]'], [":1: ", '"id" and "vector"']),
-        (['{"id": "a", "vector": {"x": 1}}', '{"id": "a", "vector": {"y": 1}}'],
-         ["duplicate document id 'a'"]),
+        (
+            ['{"id": "a", "vector": {"x": 1}}', '{"id": "a", "vector": {"y": 1}}'],
+            ["duplicate document id 'a'"],
+        ),
         ([], ["empty corpus"]),
         (["", "   "], ["empty corpus"]),
     ],
-    ids=["malformed-json", "no-vector", "negative", "string-weight", "bool-weight", "nan", "inf",
-         "vector-not-object", "record-not-object", "duplicate-id", "empty-file", "blank-file"],
+    ids=[
+        "malformed-json",
+        "no-vector",
+        "negative",
+        "string-weight",
+        "bool-weight",
+        "nan",
+        "inf",
+        "vector-not-object",
+        "record-not-object",
+        "duplicate-id",
+        "empty-file",
+        "blank-file",
+    ],
 )
 def test_build_rejects_bad_documents(tmp_path, lines, needles):
     docs = _write_lines(tmp_path / "docs.jsonl", lines)
@@ -335,34 +371,42 @@ def test_build_rejects_bad_documents(tmp_path, lines, needles):
 
 
 def test_build_missing_input(tmp_path, small):
-    result = _invoke("index", "build", small["docs"], tmp_path / "nope.jsonl",
-                     "-o", tmp_path / "out")
+    result = _invoke(
+        "index", "build", small["docs"], tmp_path / "nope.jsonl", "-o", tmp_path / "out"
+    )
     _fails(result, "nope.jsonl", "file not found")
     assert not (tmp_path / "out").exists()
 
 
 def test_build_truncated_gzip(tmp_path):
-    records = [{"id": str(i), "vector": {f"t{j}": float(j + 1) for j in range(i % 7 + 1)}}
-               for i in range(3000)]
+    records = [
+        {"id": str(i), "vector": {f"t{j}": float(j + 1) for j in range(i % 7 + 1)}}
+        for i in range(3000)
+    ]
     with gzip.open(tmp_path / "docs.jsonl.gz", "wt") as handle:
         handle.writelines(json.dumps(r) + "\n" for r in records)
     data = (tmp_path / "docs.jsonl.gz").read_bytes()
     (tmp_path / "cut.jsonl.gz").write_bytes(data[: len(data) // 2])
-    _fails(_invoke("index", "build", tmp_path / "cut.jsonl.gz", "-o", tmp_path / "out"),
-           "cut.jsonl.gz", "cannot read")
+    _fails(
+        _invoke("index", "build", tmp_path / "cut.jsonl.gz", "-o", tmp_path / "out"),
+        "cut.jsonl.gz",
+        "cannot read",
+    )
 
 
 def test_build_unknown_term_with_frozen_vocab(tmp_path, small):
     (tmp_path / "vocab.txt").write_text("w\nx\ny\n", encoding="utf-8")
-    result = _invoke("index", "build", small["docs"], "--vocab", tmp_path / "vocab.txt",
-                     "-o", tmp_path / "out")
+    result = _invoke(
+        "index", "build", small["docs"], "--vocab", tmp_path / "vocab.txt", "-o", tmp_path / "out"
+    )
     _fails(result, f"{small['docs']}:2: ", "unknown term 'z'")
     assert not (tmp_path / "out").exists()
 
 
 def test_build_missing_vocab(tmp_path, small):
-    result = _invoke("index", "build", small["docs"], "--vocab", tmp_path / "nov.txt",
-                     "-o", tmp_path / "out")
+    result = _invoke(
+        "index", "build", small["docs"], "--vocab", tmp_path / "nov.txt", "-o", tmp_path / "out"
+    )
     _fails(result, "nov.txt", "vocabulary not found")
 
 
@@ -371,8 +415,9 @@ def test_build_over_existing_index_refused_and_old_intact(tmp_path, small):
     _ok(_invoke("index", "build", small["docs"], "-o", target))
     before = {p.name: p.read_bytes() for p in target.iterdir()}
     other = _write_records(tmp_path / "other.jsonl", [{"id": "only", "vector": {"q": 1.0}}])
-    _fails(_invoke("index", "build", other, "-o", target),
-           str(target), "already exists", "--overwrite")
+    _fails(
+        _invoke("index", "build", other, "-o", target), str(target), "already exists", "--overwrite"
+    )
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     index = SparseIndex.open(target, verify=True)
     assert index.num_docs == 4
@@ -383,8 +428,11 @@ def test_build_over_non_index_directory_refused(tmp_path, small):
     target = tmp_path / "precious"
     target.mkdir()
     (target / "keep.txt").write_text("mine")
-    _fails(_invoke("index", "build", small["docs"], "-o", target, "--overwrite"),
-           "precious", "not an lsr index")
+    _fails(
+        _invoke("index", "build", small["docs"], "-o", target, "--overwrite"),
+        "precious",
+        "not an lsr index",
+    )
     assert (target / "keep.txt").read_text() == "mine"
 
 
@@ -411,8 +459,10 @@ def test_build_rejects_bad_options(tmp_path, small, option, value, needle):
 
 @pytest.mark.parametrize("k", ["0", "-3"])
 def test_search_rejects_non_positive_k(small, k):
-    _fails(_invoke("search", small["index"], "--vector", '{"x": 1}', "-k", k),
-           f"k must be a positive integer, got {k}")
+    _fails(
+        _invoke("search", small["index"], "--vector", '{"x": 1}', "-k", k),
+        f"k must be a positive integer, got {k}",
+    )
 
 
 @pytest.mark.parametrize(
@@ -431,17 +481,21 @@ def test_search_rejects_bad_vector(small, vector, needles):
 
 
 def test_search_unknown_term_in_queries_file(small, tmp_path):
-    queries = _write_records(tmp_path / "q.jsonl", [
-        {"id": "q1", "vector": {"x": 1.0}},
-        {"id": "q2", "vector": {"nope": 1.0, "y": 1.0}},
-    ])
+    queries = _write_records(
+        tmp_path / "q.jsonl",
+        [
+            {"id": "q1", "vector": {"x": 1.0}},
+            {"id": "q2", "vector": {"nope": 1.0, "y": 1.0}},
+        ],
+    )
     _fails(_invoke("search", small["index"], "--queries", queries), f"{queries}:2: ", "'nope'")
 
 
 def test_search_malformed_queries_file(small, tmp_path):
     queries = _write_lines(tmp_path / "q.jsonl", ['{"id": "q1", "vector": {"x": 1.0}}', "{oops"])
-    _fails(_invoke("search", small["index"], "--queries", queries),
-           f"{queries}:2: ", "malformed JSON")
+    _fails(
+        _invoke("search", small["index"], "--queries", queries), f"{queries}:2: ", "malformed JSON"
+    )
 
 
 def test_search_empty_queries_file(small, tmp_path):
@@ -450,8 +504,11 @@ def test_search_empty_queries_file(small, tmp_path):
 
 
 def test_search_missing_queries_file(small, tmp_path):
-    _fails(_invoke("search", small["index"], "--queries", tmp_path / "q.jsonl"),
-           "q.jsonl", "file not found")
+    _fails(
+        _invoke("search", small["index"], "--queries", tmp_path / "q.jsonl"),
+        "q.jsonl",
+        "file not found",
+    )
 
 
 @pytest.mark.parametrize(
@@ -464,8 +521,10 @@ def test_search_needs_exactly_one_query_source(small, args):
 
 
 def test_search_output_only_for_queries(small, tmp_path):
-    _fails(_invoke("search", small["index"], "--vector", '{"x": 1}', "-o", tmp_path / "run"),
-           "--output")
+    _fails(
+        _invoke("search", small["index"], "--vector", '{"x": 1}', "-o", tmp_path / "run"),
+        "--output",
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -478,16 +537,22 @@ def test_search_unwritable_output(small, tmp_path):
 
 @pytest.mark.parametrize("command", ["search", "info"])
 def test_missing_index(tmp_path, command):
-    args = ["index", "info", tmp_path / "nope"] if command == "info" else [
-        "search", tmp_path / "nope", "--vector", '{"x": 1}']
+    args = (
+        ["index", "info", tmp_path / "nope"]
+        if command == "info"
+        else ["search", tmp_path / "nope", "--vector", '{"x": 1}']
+    )
     _fails(_invoke(*args), "nope", "no such index directory")
 
 
 @pytest.mark.parametrize("command", ["search", "info"])
 def test_directory_that_is_not_an_index(tmp_path, command):
     (tmp_path / "notes.txt").write_text("hello")
-    args = ["index", "info", tmp_path] if command == "info" else [
-        "search", tmp_path, "--vector", '{"x": 1}']
+    args = (
+        ["index", "info", tmp_path]
+        if command == "info"
+        else ["search", tmp_path, "--vector", '{"x": 1}']
+    )
     _fails(_invoke(*args), str(tmp_path), "not an lsr index")
 
 
@@ -527,16 +592,27 @@ def test_console_script_end_to_end(tmp_path, small):
     """The real `lsr` entry point (each start imports numba: ~2 s, so only three runs)."""
     assert LSR.exists(), LSR
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
-    help_proc = subprocess.Popen([str(LSR), "--help"], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, env=env)
+    help_proc = subprocess.Popen(
+        [str(LSR), "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     index = tmp_path / "index"
-    build = subprocess.run([str(LSR), "index", "build", str(small["docs"]), "-o", str(index)],
-                           capture_output=True, text=True, env=env, timeout=120)
+    build = subprocess.run(
+        [str(LSR), "index", "build", str(small["docs"]), "-o", str(index)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert build.returncode == 0, build.stderr
     assert build.stdout.startswith("indexed 4 docs, 7 postings")
     assert build.stderr == ""  # no progress bar when stderr is not a terminal
-    search = subprocess.run([str(LSR), "search", str(index), "--vector", '{"y": 1}', "-k", "2"],
-                            capture_output=True, text=True, env=env, timeout=120)
+    search = subprocess.run(
+        [str(LSR), "search", str(index), "--vector", '{"y": 1}', "-k", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert search.returncode == 0, search.stderr
     assert [(r, d) for r, _, d in _parse_hits(search.stdout)] == [(1, "a"), (2, "b")]
     assert search.stderr == "2 hits\n"

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,13 +41,20 @@ def test_build_open_round_trip(small):
     for t in range(len(opened.vocab)):
         for e in range(a["term_entry_ptr"][t], a["term_entry_ptr"][t + 1]):
             start = a["term_post_ptr"][t] + a["entry_post_rel"][e]
-            end = (a["term_post_ptr"][t] + a["entry_post_rel"][e + 1]
-                   if e + 1 < a["term_entry_ptr"][t + 1] else a["term_post_ptr"][t + 1])
+            end = (
+                a["term_post_ptr"][t] + a["entry_post_rel"][e + 1]
+                if e + 1 < a["term_entry_ptr"][t + 1]
+                else a["term_post_ptr"][t + 1]
+            )
             for p in range(start, end):
-                rebuilt[int(a["entry_block"][e]) * 16 + int(a["post_offsets"][p]), t] = a["post_codes"][p]
+                rebuilt[int(a["entry_block"][e]) * 16 + int(a["post_offsets"][p]), t] = a[
+                    "post_codes"
+                ][p]
                 assert a["post_codes"][p] <= a["entry_max"][e]
     np.testing.assert_array_equal(rebuilt, docs.matrix.toarray())
-    np.testing.assert_array_equal(a["term_max"], docs.matrix.max(axis=0).toarray().ravel())  # float32 codes
+    np.testing.assert_array_equal(
+        a["term_max"], docs.matrix.max(axis=0).toarray().ravel()
+    )  # float32 codes
 
 
 @pytest.mark.parametrize("victim", ["post_codes.npy", "entry_max.npy", "doc_ids.npy", "vocab.json"])
@@ -102,7 +108,7 @@ def test_other_format_versions_are_refused(small):
 
 
 def test_existing_index_is_kept_unless_overwrite(small, tmp_path):
-    docs, index = small
+    _, index = small
     before = index.search({"t1": 1.0, "t2": 0.5}, 5)
     other = random_batch(np.random.default_rng(8), 40, 50, density=0.2)
     with pytest.raises(InputError, match="already exists"):
@@ -148,13 +154,21 @@ def test_static_pruning_matches_brute_force_on_pruned_matrix(tmp_path):
         col[order[30:]] = 0
     import scipy.sparse as sp
 
-    for config, matrix in [(BuildConfig(doc_top_k=5), by_doc), (BuildConfig(term_top_n=30), by_term)]:
-        index = SparseIndex.build(docs, tmp_path / f"i{config.doc_top_k}", config=config.model_copy(
-            update={"quantization": "float32"}))
+    for config, matrix in [
+        (BuildConfig(doc_top_k=5), by_doc),
+        (BuildConfig(term_top_n=30), by_term),
+    ]:
+        index = SparseIndex.build(
+            docs,
+            tmp_path / f"i{config.doc_top_k}",
+            config=config.model_copy(update={"quantization": "float32"}),
+        )
         assert index.num_postings == int((matrix > 0).sum())
         expected = brute_force_topk(queries.matrix, sp.csr_matrix(matrix), 10)
         got = index.batch_search(queries, 10)
-        assert [[h.doc_id for h in r] for r in got] == [[docs.ids[p] for p, _ in w] for w in expected]
+        assert [[h.doc_id for h in r] for r in got] == [
+            [docs.ids[p] for p, _ in w] for w in expected
+        ]
 
 
 _KILL_SCRIPT = """
@@ -178,8 +192,13 @@ def test_killed_build_leaves_previous_index_readable(tmp_path, kill_after_batche
     target = tmp_path / "idx"
     SparseIndex.build(docs, target)
     before = SparseIndex.open(target).batch_search(docs, 5)
-    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(target)], stdout=subprocess.PIPE,
-                            text=True, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_SCRIPT, str(target)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith(f"batch {kill_after_batches}"):
@@ -211,5 +230,54 @@ def test_kill_during_publish_window_is_safe(tmp_path, monkeypatch):
 
     monkeypatch.setattr(fmt, "_renameat2_exchange", crash)
     with pytest.raises(KeyboardInterrupt):
-        SparseIndex.build(random_batch(np.random.default_rng(9), 10, 20, 0.5), target, overwrite=True)
+        SparseIndex.build(
+            random_batch(np.random.default_rng(9), 10, 20, 0.5), target, overwrite=True
+        )
     assert SparseIndex.open(target).search({"t3": 1.0}, 3) == expected
+
+
+def test_crash_between_fallback_renames_recovers_old_index(tmp_path, monkeypatch):
+    """Without renameat2 a replacement is two renames; a crash between them must lose nothing."""
+    import os as _os
+
+    from lsr.index import format as fmt
+
+    docs = random_batch(np.random.default_rng(4), 50, 20, density=0.2)
+    target = tmp_path / "idx"
+    SparseIndex.build(docs, target)
+    expected = SparseIndex.open(target).search({"t3": 1.0}, 3)
+    monkeypatch.setattr(fmt, "_renameat2_exchange", lambda a, b: False)
+    real_rename = _os.rename
+    calls = []
+
+    def rename_then_die(src, dst):
+        calls.append((src, dst))
+        real_rename(src, dst)
+        if len(calls) == 1:  # the old index has been parked; the new one is not in place yet
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(fmt.os, "rename", rename_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        SparseIndex.build(
+            random_batch(np.random.default_rng(9), 10, 20, 0.5), target, overwrite=True
+        )
+    monkeypatch.setattr(fmt.os, "rename", real_rename)
+    assert not target.exists()
+    assert SparseIndex.open(target).search({"t3": 1.0}, 3) == expected  # recovered on open
+
+
+def test_explicit_zeros_are_not_postings(tmp_path):
+    import scipy.sparse as sp
+
+    from lsr import SparseBatch, Vocabulary
+
+    matrix = sp.csr_matrix(
+        (np.array([0.0, 2.0, 0.0], dtype=np.float32), np.array([0, 1, 1]), np.array([0, 2, 3])),
+        shape=(2, 2),
+    )
+    docs = SparseBatch(["a", "b"], matrix, Vocabulary(["x", "y"], frozen=True))
+    for quantization in ("uint8", "float16", "float32"):
+        index = SparseIndex.build(docs, tmp_path / quantization, quantization=quantization)
+        assert index.num_postings == 1
+        assert index.search({"x": 1.0}, 5) == []
+        assert [h.doc_id for h in index.search({"y": 1.0}, 5)] == ["a"]

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from lsr import SparseIndex, Vocabulary
 from lsr.sparse import SparseBatch
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def _hits_as_positions(index: SparseIndex, hits) -> list[tuple[int, float]]:
@@ -26,34 +28,50 @@ def collections(draw):
     n_terms = draw(st.integers(1, 40))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    docs = random_batch(rng, n_docs, n_terms, density=draw(st.sampled_from([0.02, 0.1, 0.4])),
-                        levels=draw(st.sampled_from([1, 3, 8])))
+    docs = random_batch(
+        rng,
+        n_docs,
+        n_terms,
+        density=draw(st.sampled_from([0.02, 0.1, 0.4])),
+        levels=draw(st.sampled_from([1, 3, 8])),
+    )
     # queries may include terms that no document has (the vocabulary is wider than the postings)
-    queries = random_batch(rng, 6, n_terms, density=draw(st.sampled_from([0.0, 0.1, 0.5])), prefix="q")
+    queries = random_batch(
+        rng, 6, n_terms, density=draw(st.sampled_from([0.0, 0.1, 0.5])), prefix="q"
+    )
     block_size = draw(st.sampled_from([1, 2, 3, 8, 64, 256]))
     k = draw(st.sampled_from([1, 3, 10, 500]))
-    return docs, queries, block_size, k
+    window = draw(st.sampled_from([1, 2, 5, None]))  # MaxScore window in blocks (None: default)
+    return docs, queries, block_size, k, window
 
 
 @SETTINGS
 @given(case=collections(), quantization=st.sampled_from(["float32", "float16", "uint8"]))
 def test_pruned_and_exhaustive_equal_brute_force(tmp_path_factory, case, quantization):
-    docs, queries, block_size, k = case
+    docs, queries, block_size, k, window = case
     path = tmp_path_factory.mktemp("idx") / "index"
     index = SparseIndex.build(docs, path, quantization=quantization, block_size=block_size)
+    if window is not None:  # many small windows: thresholds carry across windows
+        index.window_blocks = window
     # what the index holds, in score units (uint8: integer codes, so sums and ties are exact)
     stored = docs.matrix.copy()
-    stored.data = index.codec.decode(index.codec.encode(stored.data)) / index.codec.score_scale
-    expected = [[(p, s * index.codec.score_scale) for p, s in row]
-                for row in brute_force_topk(queries.matrix, stored, k)]
+    stored.data = index.codec.units(index.codec.encode(stored.data))
+    expected = [
+        [(p, s * index.codec.score_scale) for p, s in row]
+        for row in brute_force_topk(queries.matrix, stored, k)
+    ]
     for exhaustive in (False, True):
         results = index.batch_search(queries, k, exhaustive=exhaustive, threads=2)
         for got, want in zip(results, expected, strict=True):
             positions = _hits_as_positions(index, got)
             assert [p for p, _ in positions] == [p for p, _ in want]
             np.testing.assert_allclose([s for _, s in positions], [s for _, s in want], rtol=1e-6)
-        singles = [index.search(SparseBatch([qid], queries.matrix[i], queries.vocab), k,
-                                exhaustive=exhaustive) for i, qid in enumerate(queries.ids)]
+        singles = [
+            index.search(
+                SparseBatch([qid], queries.matrix[i], queries.vocab), k, exhaustive=exhaustive
+            )
+            for i, qid in enumerate(queries.ids)
+        ]
         assert singles == results
 
 
@@ -118,13 +136,16 @@ def test_uint8_scores_within_stated_tolerance(tmp_path, scifact):
     sample = SparseBatch(queries.ids[:200], queries.matrix[:200], queries.vocab)
     exact = (sample.matrix @ docs.matrix.T).toarray()
     overlap = []
-    for i, (f_hits, b_hits) in enumerate(zip(float_index.batch_search(sample, 10),
-                                             byte_index.batch_search(sample, 10), strict=True)):
+    for i, (f_hits, b_hits) in enumerate(
+        zip(float_index.batch_search(sample, 10), byte_index.batch_search(sample, 10), strict=True)
+    ):
         bound = bound_per_weight * float(sample.matrix[i].sum()) + 1e-4
         for hit in b_hits:
             j = docs.ids.index(hit.doc_id)
             assert abs(hit.score - exact[i, j]) <= bound
-        overlap.append(len({h.doc_id for h in f_hits} & {h.doc_id for h in b_hits}) / max(len(f_hits), 1))
+        overlap.append(
+            len({h.doc_id for h in f_hits} & {h.doc_id for h in b_hits}) / max(len(f_hits), 1)
+        )
     assert np.mean(overlap) >= 0.95
 
 

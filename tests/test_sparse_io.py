@@ -51,7 +51,7 @@ def batch() -> SparseBatch:
     b.matrix.data = (b.matrix.data * rng.random(b.matrix.nnz) + 1e-3).astype(np.float32)
     b.ids = [f"doc-{i}-é" for i in range(40)]
     b.matrix = sp.csr_matrix(b.matrix)
-    b.matrix.data[b.matrix.indptr[3]:b.matrix.indptr[4]] = 0  # row 3 empty
+    b.matrix.data[b.matrix.indptr[3] : b.matrix.indptr[4]] = 0  # row 3 empty
     b.matrix.eliminate_zeros()
     assert b.matrix[3].nnz == 0 and b.matrix.nnz > 50
     return b
@@ -121,10 +121,13 @@ def test_npz_read_with_vocabulary_remaps(tmp_path, odd_batch):
 
 
 def test_read_jsonl_with_frozen_vocabulary(tmp_path):
-    path = _lines(tmp_path / "v.jsonl", [
-        json.dumps({"id": 1, "vector": {"c": 1.0, "a": 2.0}}),
-        json.dumps({"id": "two", "vector": {"zz": 5.0, "b": 0.5}}),
-    ])
+    path = _lines(
+        tmp_path / "v.jsonl",
+        [
+            json.dumps({"id": 1, "vector": {"c": 1.0, "a": 2.0}}),
+            json.dumps({"id": "two", "vector": {"zz": 5.0, "b": 0.5}}),
+        ],
+    )
     vocab = Vocabulary(["a", "b", "c"], frozen=True)
     with pytest.raises(UnknownTermError) as info:
         read_jsonl(path, vocab)
@@ -271,8 +274,10 @@ def test_missing_files(tmp_path):
 
 
 def _big_gzip(tmp_path: Path) -> bytes:
-    lines = [json.dumps({"id": str(i), "vector": {f"t{i % 97}": 1.0 + i % 13, f"u{i % 31}": 0.5}})
-             for i in range(5000)]
+    lines = [
+        json.dumps({"id": str(i), "vector": {f"t{i % 97}": 1.0 + i % 13, f"u{i % 31}": 0.5}})
+        for i in range(5000)
+    ]
     with gzip.open(tmp_path / "full.jsonl.gz", "wt", encoding="utf-8") as handle:
         handle.writelines(line + "\n" for line in lines)
     assert len(read_jsonl(tmp_path / "full.jsonl.gz")) == 5000
@@ -314,10 +319,13 @@ def test_truncated_and_bad_npz(tmp_path, batch):
 
 @pytest.mark.parametrize("weight", ["NaN", "Infinity", "-Infinity", "-0.5", "-1e-30"])
 def test_non_finite_and_negative_weights_rejected(tmp_path, weight):
-    path = _lines(tmp_path / "v.jsonl", [
-        '{"id": "a", "vector": {"x": 1.0}}',
-        '{"id": "b", "vector": {"y": 2.0, "x": ' + weight + "}}",
-    ])
+    path = _lines(
+        tmp_path / "v.jsonl",
+        [
+            '{"id": "a", "vector": {"x": 1.0}}',
+            '{"id": "b", "vector": {"y": 2.0, "x": ' + weight + "}}",
+        ],
+    )
     with pytest.raises(InputError, match="finite and >= 0") as info:
         read_jsonl(path)
     assert f"{path}:2: " in str(info.value) and "'x'" in str(info.value)
@@ -352,8 +360,12 @@ def test_bad_vectors_rejected(tmp_path, vector, message):
 
 @pytest.mark.parametrize(
     ("line", "message"),
-    [("{bad json", "malformed JSON"), ('{"id": "a"}', '"id" and "vector"'),
-     ('{"vector": {}}', '"id" and "vector"'), ("[1, 2]", '"id" and "vector"')],
+    [
+        ("{bad json", "malformed JSON"),
+        ('{"id": "a"}', '"id" and "vector"'),
+        ('{"vector": {}}', '"id" and "vector"'),
+        ("[1, 2]", '"id" and "vector"'),
+    ],
 )
 def test_bad_records_rejected_with_line(tmp_path, line, message):
     path = _lines(tmp_path / "v.jsonl", ['{"id": "a", "vector": {"x": 1}}', "", line])
@@ -364,10 +376,13 @@ def test_bad_records_rejected_with_line(tmp_path, line, message):
 
 
 def test_zero_weights_dropped(tmp_path):
-    path = _lines(tmp_path / "v.jsonl", [
-        '{"id": "a", "vector": {"zero": 0, "x": 1.5, "negzero": -0.0}}',
-        '{"id": "b", "vector": {"zero": 0.0}}',
-    ])
+    path = _lines(
+        tmp_path / "v.jsonl",
+        [
+            '{"id": "a", "vector": {"zero": 0, "x": 1.5, "negzero": -0.0}}',
+            '{"id": "b", "vector": {"zero": 0.0}}',
+        ],
+    )
     got = read_jsonl(path)
     assert got.to_dicts() == [{"x": 1.5}, {}]
     assert got.matrix.nnz == 1
@@ -383,14 +398,17 @@ def test_zero_weights_dropped(tmp_path):
 
 
 def test_blank_lines_skipped(tmp_path):
-    path = _lines(tmp_path / "v.jsonl", [
-        "",
-        '{"id": "a", "vector": {"x": 1}}',
-        "   ",
-        "\t",
-        '{"id": "b", "vector": {"y": 2}}',
-        "",
-    ])
+    path = _lines(
+        tmp_path / "v.jsonl",
+        [
+            "",
+            '{"id": "a", "vector": {"x": 1}}',
+            "   ",
+            "\t",
+            '{"id": "b", "vector": {"y": 2}}',
+            "",
+        ],
+    )
     got = read_jsonl(path)
     assert got.ids == ["a", "b"]
     assert got.to_dicts() == [{"x": 1.0}, {"y": 2.0}]

@@ -1,8 +1,9 @@
 """Build an index directory from streamed SparseBatches.
 
-Memory: the input is held once, doc-major, as compact term ids + weight codes; it is then turned
-term-major and encoded into block entries, freeing each stage as the next is made. Peak memory is
-a small multiple of the finished index (measured in tests/test_build_memory.py).
+Memory: the input is held once, doc-major, as compact term ids (uint16 for a tokenizer
+vocabulary) and float32 weights (the uint8 scale needs the largest weight of the collection); it
+is then encoded, turned term-major and grouped into block entries, freeing each stage as the next
+is made. Peak memory is about 3x the finished uint8 index (measured in tests/test_build_memory.py).
 """
 
 from __future__ import annotations
@@ -30,9 +31,15 @@ class BuildConfig(BaseModel):
     """Build parameters (shared by the Python API and `lsr index build`)."""
 
     quantization: Quantization = Field("uint8", description="how weights are stored")
-    block_size: int = Field(64, ge=1, le=256, description="documents per doc-id block (pruning unit)")
-    doc_top_k: int | None = Field(None, ge=1, description="keep only each document's k heaviest terms")
-    term_top_n: int | None = Field(None, ge=1, description="keep only each term's n heaviest postings")
+    block_size: int = Field(
+        128, ge=1, le=256, description="documents per doc-id block (pruning unit)"
+    )
+    doc_top_k: int | None = Field(
+        None, ge=1, description="keep only each document's k heaviest terms"
+    )
+    term_top_n: int | None = Field(
+        None, ge=1, description="keep only each term's n heaviest postings"
+    )
 
 
 def _top_k_per_row(batch: SparseBatch, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -59,7 +66,7 @@ def build(
     total: int | None = None,
     extra_manifest: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write the index for ``batches`` (all over ``vocab``) to ``path`` atomically; return the manifest."""
+    """Build the index of ``batches`` (over ``vocab``) at ``path`` atomically; return its manifest."""
     config = config or BuildConfig()
     path = Path(path)
     fmt.check_target(path.absolute(), overwrite)
@@ -71,28 +78,38 @@ def build(
     weight_chunks: list[np.ndarray] = []
     length_chunks: list[np.ndarray] = []
     max_weight = 0.0
-    bar = tqdm(total=total, unit="doc", desc="reading", disable=not progress, leave=False)
-    for batch in batches:
-        if batch.vocab is not vocab and batch.vocab != vocab:
-            batch = batch.remap(vocab)
-        for doc_id in batch.ids:
-            if doc_id in seen:
-                raise InputError(f"duplicate document id {doc_id!r}")
-            seen.add(doc_id)
-        ids.extend(batch.ids)
-        if config.doc_top_k is not None:
-            terms, weights, lengths = _top_k_per_row(batch, config.doc_top_k)
-        else:
-            terms, weights, lengths = batch.matrix.indices, batch.matrix.data, np.diff(batch.matrix.indptr)
-        if weights.size:
-            if not np.all(np.isfinite(weights)) or weights.min() < 0:
-                raise InputError("document weights must be finite and >= 0")
-            max_weight = max(max_weight, float(weights.max()))
-        term_chunks.append(np.asarray(terms, dtype=np.int32))
-        weight_chunks.append(np.asarray(weights, dtype=np.float32))
-        length_chunks.append(np.asarray(lengths, dtype=np.int64))
-        bar.update(len(batch))
-    bar.close()
+    # a tokenizer vocabulary (frozen, < 65,536 tokens) lets term ids travel as uint16
+    stream_dtype = np.uint16 if vocab.frozen and len(vocab) <= np.iinfo(np.uint16).max else np.int32
+    with tqdm(total=total, unit="doc", desc="reading", disable=not progress, leave=False) as bar:
+        for batch in batches:
+            if batch.vocab is not vocab and batch.vocab != vocab:
+                batch = batch.remap(vocab)
+            for doc_id in batch.ids:
+                if doc_id in seen:
+                    raise InputError(f"duplicate document id {doc_id!r}")
+                seen.add(doc_id)
+            ids.extend(batch.ids)
+            if config.doc_top_k is not None:
+                terms, weights, lengths = _top_k_per_row(batch, config.doc_top_k)
+            else:
+                terms, weights, lengths = (
+                    batch.matrix.indices,
+                    batch.matrix.data,
+                    np.diff(batch.matrix.indptr),
+                )
+            if weights.size:
+                if not np.all(np.isfinite(weights)) or weights.min() < 0:
+                    raise InputError("document weights must be finite and >= 0")
+                max_weight = max(max_weight, float(weights.max()))
+                if not weights.all():  # explicit zeros in a CSR input are not postings
+                    rows = np.repeat(np.arange(len(lengths)), lengths)
+                    nonzero = weights != 0
+                    terms, weights = terms[nonzero], weights[nonzero]
+                    lengths = np.bincount(rows[nonzero], minlength=len(lengths))
+            term_chunks.append(np.asarray(terms, dtype=stream_dtype))
+            weight_chunks.append(np.asarray(weights, dtype=np.float32))
+            length_chunks.append(np.asarray(lengths, dtype=np.int64))
+            bar.update(len(batch))
     if not ids:
         raise InputError("empty corpus: no documents to index")
     del seen

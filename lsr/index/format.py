@@ -76,6 +76,18 @@ def _renameat2_exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def previous_path(target: Path) -> Path:
+    """Where a replaced index waits while the new one is renamed in (non-Linux fallback)."""
+    return target.parent / f".{target.name}.lsr-previous"
+
+
+def recover_previous(target: Path) -> None:
+    """Put back an index that a crash left parked beside its (now missing) path."""
+    old = previous_path(target)
+    if old.is_dir() and not target.exists() and (old / MANIFEST).exists():
+        os.rename(old, target)
+
+
 def remove_stale_staging(target: Path) -> None:
     """Delete staging directories left by builds that were killed (their process is gone)."""
     parent = target.parent
@@ -118,6 +130,7 @@ def staged_directory(target: str | Path, *, overwrite: bool = False) -> Iterator
     (now, or by the next build).
     """
     target = Path(target).absolute()
+    recover_previous(target)
     check_target(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(target)
@@ -135,7 +148,7 @@ def staged_directory(target: str | Path, *, overwrite: bool = False) -> Iterator
             if _renameat2_exchange(staging, target):
                 shutil.rmtree(staging, ignore_errors=True)  # staging now holds the old index
             else:  # two renames: a crash between them leaves the old index beside, never half
-                old = target.parent / f".{target.name}{_STAGING_MARK}{os.getpid()}-old"
+                old = previous_path(target)
                 os.rename(target, old)
                 os.rename(staging, target)
                 shutil.rmtree(old, ignore_errors=True)
@@ -168,6 +181,7 @@ def finalize_manifest(directory: Path, manifest: dict[str, Any]) -> dict[str, An
 def read_manifest(directory: str | Path) -> dict[str, Any]:
     directory = Path(directory)
     path = directory / MANIFEST
+    recover_previous(directory.absolute())
     if not directory.exists():
         raise IndexFormatError(f"{directory}: no such index directory")
     if not path.exists():
@@ -179,7 +193,9 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise IndexFormatError(f"{path}: not an lsr sparse index manifest")
     if manifest.get("manifest_sha256") != _manifest_digest(manifest):
-        raise IndexFormatError(f"{path}: manifest checksum mismatch (the file was modified or corrupted)")
+        raise IndexFormatError(
+            f"{path}: manifest checksum mismatch (the file was modified or corrupted)"
+        )
     if manifest.get("format_version") != FORMAT_VERSION:
         raise IndexFormatError(
             f"{path}: format version {manifest.get('format_version')} is not supported "
@@ -197,12 +213,16 @@ def verify_files(directory: Path, manifest: dict[str, Any], *, checksums: bool =
             raise IndexFormatError(f"{path}: missing from the index")
         size = path.stat().st_size
         if size != entry["bytes"]:
-            raise IndexFormatError(f"{path}: {size} bytes, manifest says {entry['bytes']} (truncated?)")
+            raise IndexFormatError(
+                f"{path}: {size} bytes, manifest says {entry['bytes']} (truncated?)"
+            )
         if checksums and sha256_file(path) != entry["sha256"]:
             raise IndexFormatError(f"{path}: checksum mismatch (corrupted)")
 
 
-def open_arrays(directory: str | Path, *, verify: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def open_arrays(
+    directory: str | Path, *, verify: bool = True
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read the manifest, check the files and memory-map every array read-only."""
     directory = Path(directory)
     manifest = read_manifest(directory)

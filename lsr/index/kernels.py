@@ -185,8 +185,19 @@ def encode_blocks(term_ptr, post_docs, post_codes, block_size, block_dtype):
 
 # -- exhaustive term-at-a-time (the reference scorer) ---------------------------------------------
 @njit(**_OPTS)
-def _score_all(q_terms, q_weights, n_docs, block_size, term_entry_ptr, entry_block,
-               term_post_ptr, entry_post_rel, post_offsets, post_codes, lut):
+def _score_all(
+    q_terms,
+    q_weights,
+    n_docs,
+    block_size,
+    term_entry_ptr,
+    entry_block,
+    term_post_ptr,
+    entry_post_rel,
+    post_offsets,
+    post_codes,
+    lut,
+):
     acc = np.zeros(n_docs, dtype=np.float32)
     for i in range(q_terms.shape[0]):
         t = q_terms[i]
@@ -201,11 +212,36 @@ def _score_all(q_terms, q_weights, n_docs, block_size, term_entry_ptr, entry_blo
 
 
 @njit(**_OPTS)
-def exhaustive_one(q_terms, q_weights, k, n_docs, block_size, term_entry_ptr, entry_block,
-                   term_post_ptr, entry_post_rel, post_offsets, post_codes, lut, out_docs, out_scores):
+def exhaustive_one(
+    q_terms,
+    q_weights,
+    k,
+    n_docs,
+    block_size,
+    term_entry_ptr,
+    entry_block,
+    term_post_ptr,
+    entry_post_rel,
+    post_offsets,
+    post_codes,
+    lut,
+    out_docs,
+    out_scores,
+):
     """Score every posting of every query term into a dense accumulator, then select top-k."""
-    acc = _score_all(q_terms, q_weights, n_docs, block_size, term_entry_ptr, entry_block,
-                     term_post_ptr, entry_post_rel, post_offsets, post_codes, lut)
+    acc = _score_all(
+        q_terms,
+        q_weights,
+        n_docs,
+        block_size,
+        term_entry_ptr,
+        entry_block,
+        term_post_ptr,
+        entry_post_rel,
+        post_offsets,
+        post_codes,
+        lut,
+    )
     heap_s = np.empty(k, dtype=np.float32)
     heap_d = np.empty(k, dtype=np.int32)
     size = 0
@@ -221,39 +257,46 @@ def exhaustive_one(q_terms, q_weights, k, n_docs, block_size, term_entry_ptr, en
 # Bounds are compared with a relative slack so that float rounding (sums taken in another
 # association than the score itself) can never prune a document that belongs in the top k.
 _SLACK = np.float32(1.0 + 1e-4)
-# a block with more candidates than this adds its non-essential postings wholesale
-_PROBE_LIMIT = 8
+# documents per window of the MaxScore kernel: its accumulator (4 bytes each) stays in L1
+_WINDOW_DOCS = 4096
 
 
-@njit(inline="always", **_OPTS)
-def _find_offset(post_offsets, lo, hi, offset):
-    """Position of ``offset`` in the sorted post_offsets[lo:hi], or -1."""
-    end = hi
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if post_offsets[mid] < offset:
-            lo = mid + 1
-        else:
-            hi = mid
-    if lo < end and post_offsets[lo] == offset:
-        return lo
-    return -1
+def window_blocks(block_size: int) -> int:
+    """Blocks per MaxScore window: about 4k documents, a 16 KB accumulator."""
+    return max(1, _WINDOW_DOCS // block_size)
 
 
 @njit(**_OPTS)
-def maxscore_one(q_terms, q_weights, k, n_blocks, block_size, term_max, term_entry_ptr, entry_block,
-                 entry_max, term_post_ptr, entry_post_rel, post_offsets, post_codes, lut,
-                 out_docs, out_scores):
-    """Exact top-k: MaxScore, document-at-a-time over doc-id blocks.
+def maxscore_one(
+    q_terms,
+    q_weights,
+    k,
+    n_blocks,
+    block_size,
+    per_window,
+    term_max,
+    term_entry_ptr,
+    entry_block,
+    entry_max,
+    term_post_ptr,
+    entry_post_rel,
+    post_offsets,
+    post_codes,
+    lut,
+    out_docs,
+    out_scores,
+):
+    """Exact top-k: MaxScore over windows of doc-id blocks.
 
-    Query terms must come in descending order of their upper bound (weight × term maximum): the
-    caller's canonical order, which is also the exhaustive scorer's summation order, so both give
-    bit-identical scores. Once k hits are held, the suffix of terms whose bounds sum below the
-    k-th score is *non-essential*: a document matching none of the other (essential) terms cannot
-    enter the top k. Blocks are visited in doc-id order, only where an essential term has
-    postings; a block whose summed block maxima fall below the threshold is skipped; each
-    candidate gets its non-essential weights by binary search inside the block, abandoned as soon
-    as its partial score plus the remaining block maxima cannot reach the threshold.
+    Query terms come in descending order of their upper bound (weight × term maximum): the
+    canonical order, which is also the exhaustive scorer's summation order, so both give
+    bit-identical scores. Documents are scored a window at a time (``per_window`` blocks; see
+    :func:`window_blocks`), each term streaming its postings for the window. Once k hits
+    are held with k-th score θ, the suffix of terms whose bounds sum below θ is *non-essential*:
+    a document that none of the other (essential) terms match cannot enter the top k, so windows
+    without essential postings are skipped, and inside a window the non-essential postings of a
+    block are read only if some document there could still reach θ given its essential score
+    plus the block maxima of the non-essential terms.
     """
     m = q_terms.shape[0]
     heap_s = np.empty(k, dtype=np.float32)
@@ -261,142 +304,179 @@ def maxscore_one(q_terms, q_weights, k, n_blocks, block_size, term_max, term_ent
     size = 0
     if m == 0:
         return 0
-    ub = np.empty(m, dtype=np.float32)
-    for i in range(m):
-        ub[i] = q_weights[i] * _decode(term_max, lut, q_terms[i])
-    rest = np.zeros(m + 1, dtype=np.float64)  # rest[i]: bound of terms i.. m-1
+    rest = np.zeros(m + 1, dtype=np.float32)  # rest[i]: summed bounds of terms i..m-1
     for i in range(m - 1, -1, -1):
-        rest[i] = rest[i + 1] + ub[i]
+        rest[i] = rest[i + 1] + q_weights[i] * _decode(term_max, lut, q_terms[i])
     cursor = np.empty(m, dtype=np.int64)
     stop = np.empty(m, dtype=np.int64)
     for i in range(m):
         cursor[i] = term_entry_ptr[q_terms[i]]
         stop[i] = term_entry_ptr[q_terms[i] + 1]
-    here = np.empty(m, dtype=np.int64)  # entry of term i at the current block, or -1
-    acc = np.zeros(block_size, dtype=np.float32)
-    cand = np.empty(block_size, dtype=np.int64)
+    acc = np.zeros(per_window * block_size, dtype=np.float32)
+    ne_bound = np.zeros(per_window, dtype=np.float32)
+    live = np.zeros(per_window, dtype=np.bool_)
     n_ess = m
     theta = np.float32(0.0)
-    while True:
-        blk = n_blocks
+    b0 = 0
+    while b0 < n_blocks:
+        # jump to the next window holding an essential posting
+        first = n_blocks
         for i in range(n_ess):
-            if cursor[i] < stop[i] and entry_block[cursor[i]] < blk:
-                blk = entry_block[cursor[i]]
-        if blk == n_blocks:
+            if cursor[i] < stop[i] and entry_block[cursor[i]] < first:
+                first = entry_block[cursor[i]]
+        if first >= n_blocks:
             break
-        bound = np.float32(0.0)
-        for i in range(m):
+        b0 = (first // per_window) * per_window
+        b1 = min(b0 + per_window, n_blocks)
+        for i in range(n_ess):  # essential terms: every posting in the window
+            t = q_terms[i]
+            w = q_weights[i]
             c = cursor[i]
-            while c < stop[i] and entry_block[c] < blk:  # non-essential cursors catch up
+            while c < stop[i] and entry_block[c] < b1:
+                base = (np.int64(entry_block[c]) - b0) * block_size
+                start = term_post_ptr[t] + entry_post_rel[c]
+                for p in range(
+                    start, _entry_end(c, t, term_entry_ptr, term_post_ptr, entry_post_rel)
+                ):
+                    acc[base + post_offsets[p]] += w * _decode(post_codes, lut, p)
                 c += 1
             cursor[i] = c
-            if c < stop[i] and entry_block[c] == blk:
-                here[i] = c
-                bound += q_weights[i] * _decode(entry_max, lut, c)
-            else:
-                here[i] = -1
-        full = size == k
-        if not (full and bound * _SLACK < theta):
-            ne_bound = np.float32(0.0)
-            for i in range(n_ess, m):
-                if here[i] >= 0:
-                    ne_bound += q_weights[i] * _decode(entry_max, lut, here[i])
-            for i in range(n_ess):
-                e = here[i]
-                if e < 0:
-                    continue
+        if n_ess < m:
+            for j in range(b1 - b0):
+                ne_bound[j] = 0.0
+            for i in range(n_ess, m):  # non-essential block maxima in the window
                 w = q_weights[i]
+                c = cursor[i]
+                while c < stop[i] and entry_block[c] < b0:
+                    c += 1
+                cursor[i] = c
+                while c < stop[i] and entry_block[c] < b1:
+                    ne_bound[entry_block[c] - b0] += w * _decode(entry_max, lut, c)
+                    c += 1
+            for j in range(b1 - b0):
+                live[j] = False
+                for o in range(j * block_size, (j + 1) * block_size):
+                    if acc[o] > 0.0 and (acc[o] + ne_bound[j]) * _SLACK >= theta:
+                        live[j] = True
+                        break
+            for i in range(n_ess, m):  # non-essential terms: only blocks still in the race
                 t = q_terms[i]
-                start = term_post_ptr[t] + entry_post_rel[e]
-                for p in range(start, _entry_end(e, t, term_entry_ptr, term_post_ptr, entry_post_rel)):
-                    acc[post_offsets[p]] += w * _decode(post_codes, lut, p)
-            base = np.int64(blk) * block_size
-            n_cand = 0
-            for o in range(block_size):
+                w = q_weights[i]
+                c = cursor[i]
+                while c < stop[i] and entry_block[c] < b1:
+                    j = entry_block[c] - b0
+                    if live[j]:
+                        base = np.int64(j) * block_size
+                        start = term_post_ptr[t] + entry_post_rel[c]
+                        for p in range(
+                            start, _entry_end(c, t, term_entry_ptr, term_post_ptr, entry_post_rel)
+                        ):
+                            # unconditional: a document without essential terms stays below θ
+                            acc[base + post_offsets[p]] += w * _decode(post_codes, lut, p)
+                    c += 1
+                cursor[i] = c
+        doc0 = np.int64(b0) * block_size
+        for j in range(b1 - b0):
+            complete = n_ess == m or live[j]  # scores of a dropped block are partial: never kept
+            for o in range(j * block_size, (j + 1) * block_size):
                 s = acc[o]
                 if s > 0.0:
-                    if size == k and (s + ne_bound) * _SLACK < theta:
-                        acc[o] = 0.0
-                    else:
-                        cand[n_cand] = o
-                        n_cand += 1
-            if n_cand > _PROBE_LIMIT:
-                # many candidates: add the non-essential postings of the block term by term
-                for i in range(n_ess, m):
-                    e = here[i]
-                    if e < 0:
-                        continue
-                    w = q_weights[i]
-                    t = q_terms[i]
-                    start = term_post_ptr[t] + entry_post_rel[e]
-                    for p in range(start, _entry_end(e, t, term_entry_ptr, term_post_ptr, entry_post_rel)):
-                        o = post_offsets[p]
-                        if acc[o] > 0.0:
-                            acc[o] += w * _decode(post_codes, lut, p)
-                for j in range(n_cand):
-                    o = cand[j]
-                    size = _heap_push(heap_s, heap_d, size, k, acc[o], np.int32(base + o))
                     acc[o] = 0.0
-            else:
-                # few candidates: look their non-essential weights up, giving up early
-                for j in range(n_cand):
-                    o = cand[j]
-                    s = acc[o]
-                    acc[o] = 0.0
-                    remaining = ne_bound
-                    alive = True
-                    for i in range(n_ess, m):
-                        e = here[i]
-                        if e < 0:
-                            continue
-                        t = q_terms[i]
-                        w = q_weights[i]
-                        start = term_post_ptr[t] + entry_post_rel[e]
-                        end = _entry_end(e, t, term_entry_ptr, term_post_ptr, entry_post_rel)
-                        p = _find_offset(post_offsets, start, end, o)
-                        if p >= 0:
-                            s += w * _decode(post_codes, lut, p)
-                        remaining -= w * _decode(entry_max, lut, e)
-                        if size == k and (s + max(remaining, np.float32(0.0))) * _SLACK < theta:
-                            alive = False
-                            break
-                    if alive:
-                        size = _heap_push(heap_s, heap_d, size, k, s, np.int32(base + o))
-            if size == k:
-                theta = heap_s[0]
-                while n_ess > 0 and rest[n_ess - 1] * _SLACK < theta:
-                    n_ess -= 1
-        for i in range(m):  # leave this block
-            if here[i] >= 0:
-                cursor[i] = here[i] + 1
+                    if complete and (size < k or s >= heap_s[0]):
+                        size = _heap_push(heap_s, heap_d, size, k, s, np.int32(doc0 + o))
+        if size == k:
+            theta = heap_s[0]
+            while n_ess > 0 and rest[n_ess - 1] * _SLACK < theta:
+                n_ess -= 1
+        b0 = b1
     _heap_sorted(heap_s, heap_d, size, out_docs, out_scores)
     return size
 
 
 # -- batches (all cores) --------------------------------------------------------------------------
 @njit(parallel=True, **_OPTS)
-def maxscore_batch(q_ptr, q_terms, q_weights, k, n_blocks, block_size, term_max, term_entry_ptr,
-                   entry_block, entry_max, term_post_ptr, entry_post_rel, post_offsets, post_codes, lut,
-                   out_docs, out_scores):
+def maxscore_batch(
+    q_ptr,
+    q_terms,
+    q_weights,
+    k,
+    n_blocks,
+    block_size,
+    per_window,
+    term_max,
+    term_entry_ptr,
+    entry_block,
+    entry_max,
+    term_post_ptr,
+    entry_post_rel,
+    post_offsets,
+    post_codes,
+    lut,
+    out_docs,
+    out_scores,
+):
     n_queries = q_ptr.shape[0] - 1
     counts = np.zeros(n_queries, dtype=np.int64)
     for qi in prange(n_queries):
         a, b = q_ptr[qi], q_ptr[qi + 1]
-        counts[qi] = maxscore_one(q_terms[a:b], q_weights[a:b], k, n_blocks, block_size, term_max,
-                                  term_entry_ptr, entry_block, entry_max, term_post_ptr,
-                                  entry_post_rel, post_offsets, post_codes, lut, out_docs[qi],
-                                  out_scores[qi])
+        counts[qi] = maxscore_one(
+            q_terms[a:b],
+            q_weights[a:b],
+            k,
+            n_blocks,
+            block_size,
+            per_window,
+            term_max,
+            term_entry_ptr,
+            entry_block,
+            entry_max,
+            term_post_ptr,
+            entry_post_rel,
+            post_offsets,
+            post_codes,
+            lut,
+            out_docs[qi],
+            out_scores[qi],
+        )
     return counts
 
 
 @njit(parallel=True, **_OPTS)
-def exhaustive_batch(q_ptr, q_terms, q_weights, k, n_docs, block_size, term_entry_ptr, entry_block,
-                     term_post_ptr, entry_post_rel, post_offsets, post_codes, lut, out_docs, out_scores):
+def exhaustive_batch(
+    q_ptr,
+    q_terms,
+    q_weights,
+    k,
+    n_docs,
+    block_size,
+    term_entry_ptr,
+    entry_block,
+    term_post_ptr,
+    entry_post_rel,
+    post_offsets,
+    post_codes,
+    lut,
+    out_docs,
+    out_scores,
+):
     n_queries = q_ptr.shape[0] - 1
     counts = np.zeros(n_queries, dtype=np.int64)
     for qi in prange(n_queries):
         a, b = q_ptr[qi], q_ptr[qi + 1]
-        counts[qi] = exhaustive_one(q_terms[a:b], q_weights[a:b], k, n_docs, block_size,
-                                    term_entry_ptr, entry_block, term_post_ptr, entry_post_rel, post_offsets,
-                                    post_codes, lut, out_docs[qi], out_scores[qi])
+        counts[qi] = exhaustive_one(
+            q_terms[a:b],
+            q_weights[a:b],
+            k,
+            n_docs,
+            block_size,
+            term_entry_ptr,
+            entry_block,
+            term_post_ptr,
+            entry_post_rel,
+            post_offsets,
+            post_codes,
+            lut,
+            out_docs[qi],
+            out_scores[qi],
+        )
     return counts

@@ -27,7 +27,9 @@ class Codec:
     @classmethod
     def fit(cls, kind: str, max_weight: float) -> Codec:
         if kind not in QUANTIZATIONS:
-            raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {kind!r}")
+            raise ValueError(
+                f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {kind!r}"
+            )
         if kind == "uint8":
             return cls(kind, float(max_weight) / 255.0 if max_weight > 0 else 1.0)
         return cls(kind)
@@ -42,7 +44,7 @@ class Codec:
         return self.scale if self.kind == "uint8" else 0.0
 
     def encode(self, weights: np.ndarray) -> np.ndarray:
-        """Codes for positive weights; a positive weight never becomes code 0 (no posting is lost)."""
+        """Codes for positive weights; none becomes code 0, so no posting is lost."""
         weights = np.asarray(weights, dtype=np.float32)
         if self.kind == "float32":
             return weights.copy()
@@ -61,7 +63,12 @@ class Codec:
         if self.kind == "float32":
             return None
         if self.kind == "float16":
-            table = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+            table = (
+                np.arange(65536, dtype=np.uint32)
+                .astype(np.uint16)
+                .view(np.float16)
+                .astype(np.float32)
+            )
             table[~np.isfinite(table)] = 0.0
             table[0x8000:] = 0.0  # negative codes never occur
             return table
@@ -71,6 +78,11 @@ class Codec:
     def score_scale(self) -> float:
         """Factor from score units to weight units."""
         return self.scale if self.kind == "uint8" else 1.0
+
+    def units(self, codes: np.ndarray) -> np.ndarray:
+        """Codes as the kernels score them (score units, float32); × score_scale gives weights."""
+        table = self.lut()
+        return np.asarray(codes, dtype=np.float32) if table is None else table[codes]
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Weights (float32) that the codes stand for."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -57,7 +58,9 @@ class SparseIndex:
     first, equal scores by lower document position, documents with score 0 never returned.
     """
 
-    def __init__(self, path: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray], vocab: Vocabulary):
+    def __init__(
+        self, path: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray], vocab: Vocabulary
+    ):
         self.path = path
         self.manifest = manifest
         self.vocab = vocab
@@ -67,9 +70,12 @@ class SparseIndex:
         self.block_size = int(manifest["build"]["block_size"])
         self.num_docs = int(manifest["num_docs"])
         self.num_blocks = int(manifest["num_blocks"])
+        self.window_blocks = kernels.window_blocks(
+            self.block_size
+        )  # MaxScore window (tests shrink it)
         term_max = arrays["term_max"]
         # each term's largest weight in score units: orders query terms for MaxScore
-        self._term_bound = (term_max.astype(np.float32) if self._lut is None else self._lut[term_max])
+        self._term_bound = term_max.astype(np.float32) if self._lut is None else self._lut[term_max]
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -86,7 +92,8 @@ class SparseIndex:
     ) -> SparseIndex:
         """Build an index at ``path`` from one batch or a stream of batches, and open it.
 
-        ``options`` are :class:`BuildConfig` fields (quantization, block_size, doc_top_k, term_top_n).
+        ``options`` are :class:`BuildConfig` fields: quantization, block_size, doc_top_k,
+        term_top_n.
         """
         config = config or BuildConfig(**options)
         batches = [docs] if isinstance(docs, SparseBatch) else docs
@@ -121,7 +128,7 @@ class SparseIndex:
 
     @property
     def posting_bytes(self) -> int:
-        """Bytes of the posting structures (less per-term and per-document arrays and vocabulary)."""
+        """Bytes of the posting structures (without per-term, per-document and vocabulary files)."""
         skip = {"doc_ids", "term_max", "term_entry_ptr", "term_post_ptr"}
         return sum(int(e["bytes"]) for n, e in self.manifest["arrays"].items() if n not in skip)
 
@@ -132,7 +139,9 @@ class SparseIndex:
         return self.num_docs
 
     def __repr__(self) -> str:
-        return f"SparseIndex({str(self.path)!r}, docs={self.num_docs}, postings={self.num_postings})"
+        return (
+            f"SparseIndex({str(self.path)!r}, docs={self.num_docs}, postings={self.num_postings})"
+        )
 
     # -- queries -----------------------------------------------------------------------------
     def prepare_queries(
@@ -149,30 +158,57 @@ class SparseIndex:
         terms (ties: lower term id); ``unknown`` ("error" or "ignore") handles terms outside the
         vocabulary.
         """
-        if isinstance(queries, SparseBatch):
-            batch = queries.remap(self.vocab, unknown=unknown)
-        elif isinstance(queries, Mapping):
-            batch = SparseBatch.from_dicts([queries], vocab=self.vocab.frozen_copy(), unknown=unknown)
-        else:
-            batch = SparseBatch.from_dicts(list(queries), vocab=self.vocab.frozen_copy(), unknown=unknown)
         if max_terms is not None and max_terms < 1:
             raise InputError(f"max_terms must be >= 1, got {max_terms}")
-        m = batch.matrix
-        data = m.data
+        if isinstance(queries, Mapping):  # the single-query path: no scipy, no vocabulary copy
+            n_rows = 1
+            terms_list = []
+            weights_list = []
+            for token, weight in queries.items():
+                tid = self.vocab.get(token)
+                if tid is None:
+                    if unknown == "error":
+                        raise UnknownTermError(
+                            f"unknown term {token!r}: not in the index vocabulary"
+                        )
+                    continue
+                if isinstance(weight, bool) or not isinstance(weight, int | float | np.number):
+                    raise InputError(f"weight of {token!r} is not a number: {weight!r}")
+                if not math.isfinite(weight) or weight < 0:
+                    raise InputError(f"weight of {token!r} must be finite and >= 0, got {weight}")
+                terms_list.append(tid)
+                weights_list.append(weight)
+            data = np.asarray(weights_list, dtype=np.float32)
+            indices = np.asarray(terms_list, dtype=np.int32)
+            rows = np.zeros(len(indices), dtype=np.int64)
+        else:
+            if isinstance(queries, SparseBatch):
+                batch = queries.remap(self.vocab, unknown=unknown)
+            else:
+                batch = SparseBatch.from_dicts(list(queries), vocab=self.vocab, unknown=unknown)
+            m = batch.matrix
+            n_rows, data, indices = m.shape[0], m.data, m.indices
+            rows = np.repeat(np.arange(n_rows), np.diff(m.indptr))
         if data.size and (not np.all(np.isfinite(data)) or data.min() < 0):
             raise InputError("query weights must be finite and >= 0")
-        rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
         keep = (data > 0) & (data >= float(min_weight))
         if max_terms is not None:
-            order = np.lexsort((m.indices, -data, rows))
+            order = np.lexsort((indices, -data, rows))
+            starts = np.searchsorted(rows[order], np.arange(n_rows))
             rank = np.empty(len(order), dtype=np.int64)
-            rank[order] = np.arange(len(order)) - np.repeat(m.indptr[:-1], np.diff(m.indptr))
+            rank[order] = np.arange(len(order)) - np.repeat(
+                starts, np.bincount(rows, minlength=n_rows)
+            )
             keep &= rank < max_terms
-        rows, terms, weights = rows[keep], m.indices[keep].astype(np.int32), data[keep].astype(np.float32)
+        rows, terms, weights = (
+            rows[keep],
+            indices[keep].astype(np.int32),
+            data[keep].astype(np.float32),
+        )
         # canonical term order: descending upper bound (weight x term maximum), then term id
         order = np.lexsort((terms, -(weights * self._term_bound[terms]), rows))
-        ptr = np.zeros(m.shape[0] + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=m.shape[0]), out=ptr[1:])
+        ptr = np.zeros(n_rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=n_rows), out=ptr[1:])
         return QueryArrays(ptr, terms[order], weights[order])
 
     def _check_k(self, k: int) -> None:
@@ -193,34 +229,94 @@ class SparseIndex:
             t, w = q.terms, q.weights
             if exhaustive:
                 count = kernels.exhaustive_one(
-                    t, w, k_eff, self.num_docs, self.block_size, a["term_entry_ptr"], a["entry_block"],
-                    a["term_post_ptr"], a["entry_post_rel"], a["post_offsets"], a["post_codes"], self._lut, docs[0], scores[0])
+                    t,
+                    w,
+                    k_eff,
+                    self.num_docs,
+                    self.block_size,
+                    a["term_entry_ptr"],
+                    a["entry_block"],
+                    a["term_post_ptr"],
+                    a["entry_post_rel"],
+                    a["post_offsets"],
+                    a["post_codes"],
+                    self._lut,
+                    docs[0],
+                    scores[0],
+                )
             else:
                 count = kernels.maxscore_one(
-                    t, w, k_eff, self.num_blocks, self.block_size, a["term_max"], a["term_entry_ptr"],
-                    a["entry_block"], a["entry_max"], a["term_post_ptr"], a["entry_post_rel"],
-                    a["post_offsets"], a["post_codes"], self._lut, docs[0], scores[0])
+                    t,
+                    w,
+                    k_eff,
+                    self.num_blocks,
+                    self.block_size,
+                    self.window_blocks,
+                    a["term_max"],
+                    a["term_entry_ptr"],
+                    a["entry_block"],
+                    a["entry_max"],
+                    a["term_post_ptr"],
+                    a["entry_post_rel"],
+                    a["post_offsets"],
+                    a["post_codes"],
+                    self._lut,
+                    docs[0],
+                    scores[0],
+                )
             if self.codec.score_scale != 1.0:
                 scores *= np.float32(self.codec.score_scale)
             return docs, scores, np.array([count], dtype=np.int64)
         with _numba_threads(threads):
             if exhaustive:
                 counts = kernels.exhaustive_batch(
-                    q.ptr, q.terms, q.weights, k_eff, self.num_docs, self.block_size, a["term_entry_ptr"],
-                    a["entry_block"], a["term_post_ptr"], a["entry_post_rel"], a["post_offsets"], a["post_codes"], self._lut,
-                    docs, scores)
+                    q.ptr,
+                    q.terms,
+                    q.weights,
+                    k_eff,
+                    self.num_docs,
+                    self.block_size,
+                    a["term_entry_ptr"],
+                    a["entry_block"],
+                    a["term_post_ptr"],
+                    a["entry_post_rel"],
+                    a["post_offsets"],
+                    a["post_codes"],
+                    self._lut,
+                    docs,
+                    scores,
+                )
             else:
                 counts = kernels.maxscore_batch(
-                    q.ptr, q.terms, q.weights, k_eff, self.num_blocks, self.block_size, a["term_max"],
-                    a["term_entry_ptr"], a["entry_block"], a["entry_max"], a["term_post_ptr"],
-                    a["entry_post_rel"], a["post_offsets"], a["post_codes"], self._lut, docs, scores)
+                    q.ptr,
+                    q.terms,
+                    q.weights,
+                    k_eff,
+                    self.num_blocks,
+                    self.block_size,
+                    self.window_blocks,
+                    a["term_max"],
+                    a["term_entry_ptr"],
+                    a["entry_block"],
+                    a["entry_max"],
+                    a["term_post_ptr"],
+                    a["entry_post_rel"],
+                    a["post_offsets"],
+                    a["post_codes"],
+                    self._lut,
+                    docs,
+                    scores,
+                )
         if self.codec.score_scale != 1.0:
             scores *= np.float32(self.codec.score_scale)
         return docs, scores, counts
 
     def _hits(self, docs: np.ndarray, scores: np.ndarray, count: int) -> list[Hit]:
         ids = self._a["doc_ids"]
-        return [Hit(ids[d].decode("utf-8"), float(s)) for d, s in zip(docs[:count], scores[:count], strict=True)]
+        return [
+            Hit(ids[d].decode("utf-8"), float(s))
+            for d, s in zip(docs[:count], scores[:count], strict=True)
+        ]
 
     def search(
         self,
@@ -253,6 +349,8 @@ class SparseIndex:
     ) -> list[list[Hit]]:
         """Top-k hits for many queries, in parallel over ``threads`` (default: all cores)."""
         self._check_k(k)
-        q = self.prepare_queries(queries, min_weight=min_weight, max_terms=max_terms, unknown=unknown)
+        q = self.prepare_queries(
+            queries, min_weight=min_weight, max_terms=max_terms, unknown=unknown
+        )
         docs, scores, counts = self.search_arrays(q, k, exhaustive=exhaustive, threads=threads)
         return [self._hits(docs[i], scores[i], int(counts[i])) for i in range(len(counts))]

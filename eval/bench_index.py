@@ -1,0 +1,426 @@
+"""Index benchmark: lsr's exact search vs its exhaustive scorer, scipy and Lucene impact search.
+
+Every system answers the same queries over the same integer-quantised vectors, and every system's
+top-k must equal the exhaustive scorer's (checked, and the mismatch count is recorded). Timings
+are ratios taken in one run on one machine: absolute numbers are noisy here.
+
+Workloads
+  scifact   the real SciFact vectors encoded by splade-tiny (5,183 docs) and its 1,109 queries,
+            siamese (model-encoded) and inference-free (IDF) — docs quantised to 255 levels.
+  synth-1m  eval/synthetic.py: 1,000,000 documents fitted to those vectors (df, length, weight),
+            queries of both modes drawn the same way — docs quantised to 51 levels, because
+            Anserini indexes an impact by repeating the term that many times (build time grows
+            with the weight sum); 51 divides 255, so lsr's uint8 codes are exactly 5× the impacts.
+Query weights are rounded to integers (×100) for every system, so all scores are exact sums.
+
+Measured per workload and query mode: single-thread latency (p50, p99, mean) end to end from a
+{token: weight} dict to ranked (doc id, score) hits; batch throughput on all cores; build time;
+index bytes per posting.
+
+    python -m eval.bench_index [--docs 1000000] [--queries 200] [--no-lucene] [--out eval/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+from lsr import SparseIndex
+from lsr.sparse import SparseBatch, read_jsonl
+from lsr.vocab import Vocabulary
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LSR_SHARED", REPO.parent / "shared"))
+VECTORS = SHARED / "data" / "vectors" / "scifact-splade-tiny"
+WORK = REPO / "eval" / "work"
+K = 10
+QUERY_SCALE = 100.0
+
+
+def integer_docs(batch: SparseBatch, levels: int) -> SparseBatch:
+    """Quantise document weights to integers 1..levels (linear, by the collection maximum)."""
+    m = batch.matrix.copy()
+    m.data = np.maximum(1.0, np.rint(m.data / m.data.max() * levels)).astype(np.float32)
+    return SparseBatch(batch.ids, m, batch.vocab)
+
+
+def integer_queries(batch: SparseBatch) -> SparseBatch:
+    m = batch.matrix.copy()
+    m.data = np.rint(m.data * QUERY_SCALE).astype(np.float32)
+    m.eliminate_zeros()
+    return SparseBatch(batch.ids, m, batch.vocab)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def time_each(run: Callable[[Any], Any], inputs: Sequence[Any], warmup: int = 5) -> list[float]:
+    for item in inputs[:warmup]:
+        run(item)
+    out = []
+    for item in inputs:
+        start = time.perf_counter()
+        run(item)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+class ScipySearch:
+    """Brute force: sparse D @ q, argpartition, sort (the textbook numpy/scipy approach)."""
+
+    def __init__(self, docs: SparseBatch):
+        self.matrix = docs.matrix.astype(np.float32).tocsr()
+        self.ids = docs.ids
+        self.vocab = docs.vocab
+
+    def search(self, query: dict[str, float], k: int) -> list[tuple[str, float]]:
+        q = np.zeros(self.matrix.shape[1], dtype=np.float32)
+        for token, weight in query.items():
+            q[self.vocab.get(token)] = weight
+        scores = self.matrix @ q
+        return self._top(scores, k)
+
+    def _top(self, scores: np.ndarray, k: int) -> list[tuple[str, float]]:
+        k = min(k, scores.size)
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.lexsort((top, -scores[top]))]
+        return [(self.ids[j], float(scores[j])) for j in top if scores[j] > 0]
+
+    def batch_search(
+        self, queries: SparseBatch, k: int, chunk: int = 64
+    ) -> list[list[tuple[str, float]]]:
+        out = []
+        for start in range(0, len(queries), chunk):
+            block = (queries.matrix[start : start + chunk] @ self.matrix.T).toarray()
+            out.extend(self._top(row, k) for row in block)
+        return out
+
+
+def hit_ids(hits: Sequence[Any]) -> list[str]:
+    return [h[0] for h in hits]
+
+
+def mismatches(reference: list[list[str]], other: list[list[str]]) -> int:
+    return sum(a != b for a, b in zip(reference, other, strict=True))
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def run_workload(
+    name: str,
+    docs: SparseBatch,
+    queries: dict[str, SparseBatch],
+    levels: int,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    print(f"\n== {name}: {len(docs):,} docs, {docs.matrix.nnz:,} postings", flush=True)
+    result: dict[str, Any] = {
+        "docs": len(docs),
+        "postings": int(docs.matrix.nnz),
+        "impact_levels": levels,
+    }
+    work = WORK / name
+    work.mkdir(parents=True, exist_ok=True)
+
+    # bytes per posting of lsr built from the original float vectors
+    start = time.perf_counter()
+    index_f = SparseIndex.build(
+        docs, work / "lsr-u8-float-input", quantization="uint8", overwrite=True
+    )
+    result["lsr_uint8_from_float"] = {
+        "build_s": time.perf_counter() - start,
+        "bytes_per_posting": index_f.nbytes / index_f.num_postings,
+        "posting_bytes_per_posting": index_f.posting_bytes / index_f.num_postings,
+    }
+    del index_f
+
+    idocs = integer_docs(docs, levels)
+    start = time.perf_counter()
+    index = SparseIndex.build(idocs, work / "lsr-u8", quantization="uint8", overwrite=True)
+    build = {
+        "lsr": {
+            "build_s": time.perf_counter() - start,
+            "bytes_per_posting": index.nbytes / index.num_postings,
+        }
+    }
+    scipy_search = ScipySearch(idocs)
+    lucene = None
+    if not args.no_lucene:
+        from lsr.baselines.lucene_impact import LuceneImpactSearch, build_impact_index
+
+        lucene_dir = work / f"lucene-{levels}"
+        stamp = lucene_dir / "lsr_bench_stamp.json"
+        fingerprint = {
+            "docs": len(idocs),
+            "postings": int(idocs.matrix.nnz),
+            "sum": float(idocs.matrix.data.sum()),
+            "levels": levels,
+        }
+        if (
+            stamp.exists()
+            and json.loads(stamp.read_text()) == fingerprint
+            and not args.rebuild_lucene
+        ):
+            lucene_build_s = json.loads((lucene_dir / "lsr_bench_build.json").read_text())[
+                "build_s"
+            ]
+            print(
+                f"   reusing Lucene index {lucene_dir} (built in {lucene_build_s:.0f} s)",
+                flush=True,
+            )
+        else:
+            shutil.rmtree(lucene_dir, ignore_errors=True)
+            print("   building Lucene impact index ...", flush=True)
+            start = time.perf_counter()
+            build_impact_index(idocs.ids, idocs.matrix, idocs.vocab.tokens, lucene_dir, threads=1)
+            lucene_build_s = time.perf_counter() - start
+            (lucene_dir / "lsr_bench_build.json").write_text(
+                json.dumps({"build_s": lucene_build_s})
+            )
+            stamp.write_text(json.dumps(fingerprint))
+        lucene = LuceneImpactSearch(lucene_dir)
+        size = dir_bytes(lucene_dir) - stamp.stat().st_size
+        build["lucene"] = {"build_s": lucene_build_s, "bytes_per_posting": size / idocs.matrix.nnz}
+    result["build"] = build
+
+    threads = numba.config.NUMBA_NUM_THREADS
+    result["modes"] = {}
+    for mode, qbatch in queries.items():
+        iq = integer_queries(qbatch)
+        n = min(args.queries, len(iq))
+        iq = SparseBatch(iq.ids[:n], iq.matrix[:n], iq.vocab)
+        dicts = iq.to_dicts()
+        row: dict[str, Any] = {"queries": n, "mean_terms": float(np.diff(iq.matrix.indptr).mean())}
+        # correctness: everyone's top-k against the exhaustive scorer
+        reference = [hit_ids(h) for h in index.batch_search(iq, K, exhaustive=True)]
+        answers = {
+            "lsr": [hit_ids(h) for h in index.batch_search(iq, K)],
+            "scipy": [hit_ids(h) for h in scipy_search.batch_search(iq, K)],
+        }
+        if lucene is not None:
+            answers["lucene"] = [hit_ids(h) for h in lucene.batch_search(dicts, iq.ids, K).values()]
+        row["topk_mismatches_vs_exhaustive"] = {
+            s: mismatches(reference, a) for s, a in answers.items()
+        }
+
+        systems: dict[str, Callable[[dict[str, float]], Any]] = {
+            "lsr": lambda q: index.search(q, K),
+            "lsr-exhaustive": lambda q: index.search(q, K, exhaustive=True),
+            "scipy": lambda q: scipy_search.search(q, K),
+        }
+        if lucene is not None:
+            systems["lucene"] = lambda q: lucene.search(q, K)
+        latency = {}
+        for system, run in systems.items():
+            subset = dicts if system != "scipy" or len(docs) < 100_000 else dicts[: max(20, n // 4)]
+            times = time_each(run, subset)
+            latency[system] = {
+                "p50_ms": percentile(times, 50) * 1e3,
+                "p99_ms": percentile(times, 99) * 1e3,
+                "mean_ms": statistics.fmean(times) * 1e3,
+                "n": len(times),
+            }
+            print(
+                f"   {mode:15s} {system:15s} p50 {latency[system]['p50_ms']:8.3f} ms  "
+                f"p99 {latency[system]['p99_ms']:8.3f} ms",
+                flush=True,
+            )
+        row["latency_single_thread"] = latency
+
+        throughput = {}
+        batch_runs: dict[str, Callable[[], Any]] = {
+            "lsr": lambda: index.batch_search(iq, K, threads=threads),
+            "lsr-exhaustive": lambda: index.batch_search(iq, K, threads=threads, exhaustive=True),
+            "scipy": lambda: scipy_search.batch_search(iq, K),
+        }
+        if lucene is not None:
+            batch_runs["lucene"] = lambda: lucene.batch_search(dicts, iq.ids, K, threads=threads)
+        for system, run in batch_runs.items():
+            run()
+            start = time.perf_counter()
+            run()
+            throughput[system] = n / (time.perf_counter() - start)
+        row["throughput_qps_all_cores"] = throughput
+        row["threads"] = threads
+        result["modes"][mode] = row
+    if lucene is not None:
+        lucene.close()
+    return result
+
+
+def ratios(result: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for mode, row in result["modes"].items():
+        lat = row["latency_single_thread"]
+        ours = lat["lsr"]["p50_ms"]
+        out[mode] = {f"{s}_p50_over_lsr": lat[s]["p50_ms"] / ours for s in lat if s != "lsr"}
+    return out
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "# Index benchmark",
+        "",
+        f"Run {report['date']} on {report['machine']['cpus']} cores ({report['machine']['processor']}), "
+        f"Python {report['machine']['python']}, numba {report['machine']['numba']}. "
+        "k = 10. Latency: one thread, end to end from a {token: weight} dict to ranked hits. "
+        f"Throughput: batch over all {report['machine']['cpus']} cores. Ratios are the other system's "
+        "p50 latency divided by lsr's (higher = lsr faster). `lsr` is the exact MaxScore search, "
+        "`lsr-exhaustive` the reference term-at-a-time scorer.",
+        "",
+    ]
+    for name, res in report["workloads"].items():
+        lines += [
+            f"## {name}: {res['docs']:,} documents, {res['postings']:,} postings "
+            f"(impacts 1..{res['impact_levels']})",
+            "",
+        ]
+        lines += [
+            "| mode | system | p50 ms | p99 ms | mean ms | batch q/s | p50 ratio vs lsr | top-k mismatches |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for mode, row in res["modes"].items():
+            ours = row["latency_single_thread"]["lsr"]["p50_ms"]
+            for system, lat in row["latency_single_thread"].items():
+                mism = row["topk_mismatches_vs_exhaustive"].get(
+                    system, 0 if system == "lsr-exhaustive" else "-"
+                )
+                lines.append(
+                    f"| {mode} ({row['mean_terms']:.0f} terms) | {system} | {lat['p50_ms']:.3f} | "
+                    f"{lat['p99_ms']:.3f} | {lat['mean_ms']:.3f} | "
+                    f"{row['throughput_qps_all_cores'][system]:,.0f} | {lat['p50_ms'] / ours:.2f} | {mism} |"
+                )
+        lines += ["", "| system | build s | bytes / posting |", "|---|---:|---:|"]
+        for system, b in res["build"].items():
+            lines.append(
+                f"| {system} (integer impacts) | {b['build_s']:.1f} | {b['bytes_per_posting']:.2f} |"
+            )
+        f = res["lsr_uint8_from_float"]
+        lines.append(
+            f"| lsr uint8 from float vectors | {f['build_s']:.1f} | {f['bytes_per_posting']:.2f} "
+            f"(postings only {f['posting_bytes_per_posting']:.2f}) |"
+        )
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(w, m) for w, r in report["workloads"].items() for m in r["modes"]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    for ax, (workload, mode) in zip(axes[0], panels, strict=True):
+        lat = report["workloads"][workload]["modes"][mode]["latency_single_thread"]
+        systems = list(lat)
+        p50 = [lat[s]["p50_ms"] for s in systems]
+        p99 = [lat[s]["p99_ms"] for s in systems]
+        x = np.arange(len(systems))
+        ax.bar(x - 0.2, p50, 0.4, label="p50")
+        ax.bar(x + 0.2, p99, 0.4, label="p99")
+        ax.set_xticks(x, systems, rotation=30, ha="right")
+        ax.set_yscale("log")
+        ax.set_ylabel("ms per query (1 thread)")
+        ax.set_title(f"{workload} / {mode}")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--docs", type=int, default=1_000_000, help="synthetic collection size (0: skip)"
+    )
+    parser.add_argument("--queries", type=int, default=200, help="queries per mode")
+    parser.add_argument(
+        "--levels", type=int, default=51, help="impact levels for the synthetic workload"
+    )
+    parser.add_argument("--no-lucene", action="store_true", help="skip the Lucene anchor")
+    parser.add_argument(
+        "--rebuild-lucene", action="store_true", help="ignore a cached Lucene index"
+    )
+    parser.add_argument("--out", type=Path, default=REPO / "eval" / "results")
+    args = parser.parse_args(argv)
+
+    vocab = Vocabulary.load(SHARED / "models" / "splade-tiny")
+    workloads: dict[str, dict[str, Any]] = {}
+    real_docs = read_jsonl(VECTORS / "docs.jsonl.gz", vocab)
+    real_queries = {
+        "siamese": read_jsonl(VECTORS / "queries-siamese.jsonl.gz", vocab),
+        "inference-free": read_jsonl(VECTORS / "queries-idf.jsonl.gz", vocab),
+    }
+    workloads["scifact"] = run_workload("scifact", real_docs, real_queries, 255, args)
+    fit = None
+    if args.docs:
+        from eval.synthetic import fit_report, generate_collection, generate_queries
+
+        start = time.perf_counter()
+        docs = generate_collection(args.docs, seed=0)
+        queries = {
+            m: generate_queries(docs, args.queries, mode=m, seed=1)
+            for m in ("siamese", "inference-free")
+        }
+        print(
+            f"generated {len(docs):,} synthetic docs in {time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
+        fit = fit_report(docs, queries)
+        workloads[f"synth-{args.docs // 1000}k"] = run_workload(
+            f"synth-{args.docs // 1000}k", docs, queries, args.levels, args
+        )
+
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "numba": numba.__version__,
+            "numpy": np.__version__,
+            "scipy": sp.__name__ and __import__("scipy").__version__,
+        },
+        "k": K,
+        "workloads": workloads,
+        "ratios": {name: ratios(res) for name, res in workloads.items()},
+        "synthetic_fit": fit,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_index.json").write_text(json.dumps(report, indent=2, default=float))
+    (args.out / "bench_index.md").write_text(markdown(report))
+    plot(report, args.out / "bench_index.png")
+    print(markdown(report))
+    bad = {
+        (w, m): r["topk_mismatches_vs_exhaustive"]
+        for w, res in workloads.items()
+        for m, r in res["modes"].items()
+        if any(r["topk_mismatches_vs_exhaustive"].values())
+    }
+    if bad:
+        print(f"TOP-K MISMATCHES: {bad}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

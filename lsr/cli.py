@@ -201,9 +201,9 @@ def search(
     ignore_unknown: Annotated[
         bool, typer.Option(help="skip query terms outside the vocabulary")
     ] = False,
-    exhaustive: Annotated[
-        bool, typer.Option(help="score every posting (reference scorer)")
-    ] = False,
+    algorithm: Annotated[
+        str, typer.Option(help="exhaustive (term-at-a-time) or maxscore (dynamic pruning)")
+    ] = "exhaustive",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="TREC run file (default: stdout)")
     ] = None,
@@ -221,7 +221,7 @@ def search(
     unknown = "ignore" if ignore_unknown else "error"
     options: dict[str, Any] = {"min_weight": min_weight, "max_terms": max_terms, "unknown": unknown}
     if vector is not None:
-        hits = index.search(_parse_vector(vector), k, exhaustive=exhaustive, **options)
+        hits = index.search(_parse_vector(vector), k, algorithm=algorithm, **options)
         for rank, hit in enumerate(hits, start=1):
             typer.echo(f"{rank:>4}  {hit.score:10.4f}  {hit.doc_id}")
         typer.secho(f"{len(hits)} hits", err=True)
@@ -237,7 +237,7 @@ def search(
     if len(batch) == 0:
         raise InputError("no queries in file", queries)
     started = time.perf_counter()
-    results = index.batch_search(batch, k, threads=threads, exhaustive=exhaustive, **options)
+    results = index.batch_search(batch, k, threads=threads, algorithm=algorithm, **options)
     elapsed = time.perf_counter() - started
     handle = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
     try:

@@ -60,15 +60,15 @@ def test_pruned_and_exhaustive_equal_brute_force(tmp_path_factory, case, quantiz
         [(p, s * index.codec.score_scale) for p, s in row]
         for row in brute_force_topk(queries.matrix, stored, k)
     ]
-    for exhaustive in (False, True):
-        results = index.batch_search(queries, k, exhaustive=exhaustive, threads=2)
+    for algorithm in ("maxscore", "exhaustive"):
+        results = index.batch_search(queries, k, algorithm=algorithm, threads=2)
         for got, want in zip(results, expected, strict=True):
             positions = _hits_as_positions(index, got)
             assert [p for p, _ in positions] == [p for p, _ in want]
             np.testing.assert_allclose([s for _, s in positions], [s for _, s in want], rtol=1e-6)
         singles = [
             index.search(
-                SparseBatch([qid], queries.matrix[i], queries.vocab), k, exhaustive=exhaustive
+                SparseBatch([qid], queries.matrix[i], queries.vocab), k, algorithm=algorithm
             )
             for i, qid in enumerate(queries.ids)
         ]
@@ -147,6 +147,14 @@ def test_uint8_scores_within_stated_tolerance(tmp_path, scifact):
             len({h.doc_id for h in f_hits} & {h.doc_id for h in b_hits}) / max(len(f_hits), 1)
         )
     assert np.mean(overlap) >= 0.95
+
+
+def test_unknown_algorithm_is_refused(tmp_path):
+    from lsr.errors import InputError
+
+    index = SparseIndex.build(random_batch(np.random.default_rng(0), 5, 5, 0.5), tmp_path / "i")
+    with pytest.raises(InputError, match="algorithm must be one of"):
+        index.search({"t0": 1.0}, 3, algorithm="wand")
 
 
 def test_k_must_be_positive(tmp_path):

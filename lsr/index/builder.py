@@ -66,7 +66,7 @@ def build(
     total: int | None = None,
     extra_manifest: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Build the index of ``batches`` (over ``vocab``) at ``path`` atomically; return its manifest."""
+    """Build the index of ``batches`` at ``path`` (atomically) and return its manifest."""
     config = config or BuildConfig()
     path = Path(path)
     fmt.check_target(path.absolute(), overwrite)

@@ -185,33 +185,6 @@ def encode_blocks(term_ptr, post_docs, post_codes, block_size, block_dtype):
 
 # -- exhaustive term-at-a-time (the reference scorer) ---------------------------------------------
 @njit(**_OPTS)
-def _score_all(
-    q_terms,
-    q_weights,
-    n_docs,
-    block_size,
-    term_entry_ptr,
-    entry_block,
-    term_post_ptr,
-    entry_post_rel,
-    post_offsets,
-    post_codes,
-    lut,
-):
-    acc = np.zeros(n_docs, dtype=np.float32)
-    for i in range(q_terms.shape[0]):
-        t = q_terms[i]
-        w = q_weights[i]
-        for e in range(term_entry_ptr[t], term_entry_ptr[t + 1]):
-            base = np.int64(entry_block[e]) * block_size
-            start = term_post_ptr[t] + entry_post_rel[e]
-            for p in range(start, _entry_end(e, t, term_entry_ptr, term_post_ptr, entry_post_rel)):
-                doc = base + post_offsets[p]
-                acc[doc] += w * _decode(post_codes, lut, p)
-    return acc
-
-
-@njit(**_OPTS)
 def exhaustive_one(
     q_terms,
     q_weights,
@@ -225,30 +198,37 @@ def exhaustive_one(
     post_offsets,
     post_codes,
     lut,
+    acc,
     out_docs,
     out_scores,
 ):
-    """Score every posting of every query term into a dense accumulator, then select top-k."""
-    acc = _score_all(
-        q_terms,
-        q_weights,
-        n_docs,
-        block_size,
-        term_entry_ptr,
-        entry_block,
-        term_post_ptr,
-        entry_post_rel,
-        post_offsets,
-        post_codes,
-        lut,
-    )
+    """Score every posting of every query term into ``acc``, then select the top k.
+
+    ``acc`` is a float32 accumulator over all documents that must be all zeros on entry; the
+    selection scan leaves it all zeros again, so a caller can keep one per thread (a fresh 4 MB
+    array per query costs a quarter of the query at a million documents).
+    """
+    for i in range(q_terms.shape[0]):
+        t = q_terms[i]
+        w = q_weights[i]
+        e_end = term_entry_ptr[t + 1]
+        term_start = term_post_ptr[t]
+        p = term_start
+        for e in range(term_entry_ptr[t], e_end):
+            end = term_start + entry_post_rel[e + 1] if e + 1 < e_end else term_post_ptr[t + 1]
+            base = np.int64(entry_block[e]) * block_size
+            while p < end:
+                acc[base + post_offsets[p]] += w * _decode(post_codes, lut, p)
+                p += 1
     heap_s = np.empty(k, dtype=np.float32)
     heap_d = np.empty(k, dtype=np.int32)
     size = 0
     for d in range(n_docs):
         s = acc[d]
-        if s > 0.0 and (size < k or s > heap_s[0]):
-            size = _heap_push(heap_s, heap_d, size, k, s, d)
+        if s > 0.0:
+            acc[d] = 0.0
+            if size < k or s > heap_s[0]:
+                size = _heap_push(heap_s, heap_d, size, k, s, d)
     _heap_sorted(heap_s, heap_d, size, out_docs, out_scores)
     return size
 
@@ -456,27 +436,33 @@ def exhaustive_batch(
     post_offsets,
     post_codes,
     lut,
+    n_chunks,
     out_docs,
     out_scores,
 ):
+    """All queries, ``n_chunks`` of them at a time (one per thread), each chunk one accumulator."""
     n_queries = q_ptr.shape[0] - 1
     counts = np.zeros(n_queries, dtype=np.int64)
-    for qi in prange(n_queries):
-        a, b = q_ptr[qi], q_ptr[qi + 1]
-        counts[qi] = exhaustive_one(
-            q_terms[a:b],
-            q_weights[a:b],
-            k,
-            n_docs,
-            block_size,
-            term_entry_ptr,
-            entry_block,
-            term_post_ptr,
-            entry_post_rel,
-            post_offsets,
-            post_codes,
-            lut,
-            out_docs[qi],
-            out_scores[qi],
-        )
+    n_chunks = max(1, min(n_queries, n_chunks))
+    for c in prange(n_chunks):  # one accumulator per chunk of queries
+        acc = np.zeros(n_docs, dtype=np.float32)
+        for qi in range(c, n_queries, n_chunks):
+            a, b = q_ptr[qi], q_ptr[qi + 1]
+            counts[qi] = exhaustive_one(
+                q_terms[a:b],
+                q_weights[a:b],
+                k,
+                n_docs,
+                block_size,
+                term_entry_ptr,
+                entry_block,
+                term_post_ptr,
+                entry_post_rel,
+                post_offsets,
+                post_codes,
+                lut,
+                acc,
+                out_docs[qi],
+                out_scores[qi],
+            )
     return counts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -72,9 +73,9 @@ class SparseIndex:
         self.block_size = int(manifest["build"]["block_size"])
         self.num_docs = int(manifest["num_docs"])
         self.num_blocks = int(manifest["num_blocks"])
-        self.window_blocks = kernels.window_blocks(
-            self.block_size
-        )  # MaxScore window (tests shrink it)
+        # MaxScore window in blocks (tests shrink it to cross many windows)
+        self.window_blocks = kernels.window_blocks(self.block_size)
+        self._scratch = threading.local()  # per-thread zeroed accumulator for the exhaustive scorer
         term_max = arrays["term_max"]
         # each term's largest weight in score units: orders query terms for MaxScore
         self._term_bound = term_max.astype(np.float32) if self._lut is None else self._lut[term_max]
@@ -213,6 +214,13 @@ class SparseIndex:
         np.cumsum(np.bincount(rows, minlength=n_rows), out=ptr[1:])
         return QueryArrays(ptr, terms[order], weights[order])
 
+    def _accumulator(self) -> np.ndarray:
+        """This thread's zeroed float32 accumulator over all documents (kernels leave it zeroed)."""
+        acc = getattr(self._scratch, "acc", None)
+        if acc is None:
+            acc = self._scratch.acc = np.zeros(self.num_docs, dtype=np.float32)
+        return acc
+
     def _check_k(self, k: int) -> None:
         if not isinstance(k, int | np.integer) or k <= 0:
             raise InputError(f"k must be a positive integer, got {k!r}")
@@ -251,6 +259,7 @@ class SparseIndex:
                     a["post_offsets"],
                     a["post_codes"],
                     self._lut,
+                    self._accumulator(),
                     docs[0],
                     scores[0],
                 )
@@ -293,6 +302,7 @@ class SparseIndex:
                     a["post_offsets"],
                     a["post_codes"],
                     self._lut,
+                    numba.get_num_threads(),
                     docs,
                     scores,
                 )

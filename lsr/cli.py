@@ -237,6 +237,9 @@ def search(
     if len(batch) == 0:
         raise InputError("no queries in file", queries)
     started = time.perf_counter()
+    index.warm_up(k, algorithm=algorithm)  # compiles (or loads) the kernels: not search time
+    warm_up = time.perf_counter() - started
+    started = time.perf_counter()
     results = index.batch_search(batch, k, threads=threads, algorithm=algorithm, **options)
     elapsed = time.perf_counter() - started
     handle = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115
@@ -250,6 +253,7 @@ def search(
     typer.secho(
         f"searched {len(batch):,} queries (k={k}) in {elapsed:.3f} s: "
         f"{len(batch) / max(elapsed, 1e-9):,.0f} queries/s"
+        + (f" (+ {warm_up:.1f} s to compile or load the kernels)" if warm_up >= 0.5 else "")
         + (f", run written to {output}" if output else ""),
         err=True,
     )

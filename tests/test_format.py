@@ -281,3 +281,23 @@ def test_explicit_zeros_are_not_postings(tmp_path):
         assert index.num_postings == 1
         assert index.search({"x": 1.0}, 5) == []
         assert [h.doc_id for h in index.search({"y": 1.0}, 5)] == ["a"]
+
+
+def test_arrays_that_do_not_fit_together_are_refused(small):
+    """A consistent manifest over arrays of the wrong type or size: a clear error, no traceback."""
+    from lsr.index import format as fmt
+
+    _, index = small
+    np.save(index.path / "term_max.npy", np.zeros(3, dtype=np.float64))
+    manifest = json.loads((index.path / "manifest.json").read_text())
+    entry = manifest["arrays"]["term_max"]
+    entry.update(
+        dtype="<f8",
+        shape=[3],
+        bytes=(index.path / "term_max.npy").stat().st_size,
+        sha256=fmt.sha256_file(index.path / "term_max.npy"),
+    )
+    manifest["manifest_sha256"] = fmt._manifest_digest(manifest)
+    (index.path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match="'term_max' is float64"):
+        SparseIndex.open(index.path)

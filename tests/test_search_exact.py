@@ -164,3 +164,13 @@ def test_k_must_be_positive(tmp_path):
     for bad in (0, -1):
         with pytest.raises(InputError, match="k must be a positive integer"):
             index.search({"t0": 1.0}, bad)
+
+
+def test_warm_up_compiles_without_changing_results(tmp_path):
+    docs = random_batch(np.random.default_rng(11), 50, 10, density=0.3)
+    index = SparseIndex.build(docs, tmp_path / "i")
+    before = index.batch_search(docs, 3)
+    for algorithm in ("exhaustive", "maxscore"):
+        index.warm_up(3, algorithm=algorithm)
+    assert index.batch_search(docs, 3) == before
+    assert index.search({"t1": 1.0}, 3) == index.search({"t1": 1.0}, 3, algorithm="maxscore")

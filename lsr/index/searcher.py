@@ -52,6 +52,36 @@ def _numba_threads(threads: int | None) -> Iterator[None]:
         numba.set_num_threads(previous)
 
 
+def _check_layout(path: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Refuse arrays that do not fit together (damaged or foreign index) before any kernel runs."""
+    try:
+        codes = Codec.from_json(manifest["quantization"]).dtype
+        n_terms, n_docs = int(manifest["vocab"]["size"]), int(manifest["num_docs"])
+        n_entries, n_postings = int(manifest["num_entries"]), int(manifest["num_postings"])
+        expected = {
+            "term_entry_ptr": (np.dtype(np.int64), n_terms + 1),
+            "term_post_ptr": (np.dtype(np.int64), n_terms + 1),
+            "term_max": (codes, n_terms),
+            "entry_block": (None, n_entries),
+            "entry_max": (codes, n_entries),
+            "entry_post_rel": (np.dtype(np.uint32), n_entries),
+            "post_offsets": (np.dtype(np.uint8), n_postings),
+            "post_codes": (codes, n_postings),
+            "doc_ids": (None, n_docs),
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise fmt.IndexFormatError(f"{path}: manifest lacks or garbles {exc}") from None
+    for name, (dtype, length) in expected.items():
+        array = arrays.get(name)
+        if array is None:
+            raise fmt.IndexFormatError(f"{path}: array {name!r} is missing")
+        if (dtype is not None and array.dtype != dtype) or array.shape != (length,):
+            raise fmt.IndexFormatError(
+                f"{path}: array {name!r} is {array.dtype}{list(array.shape)}, expected "
+                f"{dtype or 'any'}[{length}] (damaged, or written by another lsr)"
+            )
+
+
 class SparseIndex:
     """An immutable, memory-mapped inverted index over learned sparse vectors.
 
@@ -112,6 +142,7 @@ class SparseIndex:
         """Open an index (memory-mapped). ``verify`` checks every file's SHA-256 first."""
         path = Path(path)
         manifest, arrays = fmt.open_arrays(path, verify=verify)
+        _check_layout(path, manifest, arrays)
         vocab = Vocabulary.load(path / manifest["files"]["vocab"]["file"])
         if len(vocab) != manifest["vocab"]["size"] or vocab.sha256 != manifest["vocab"]["sha256"]:
             raise fmt.IndexFormatError(f"{path}: vocabulary does not match the manifest")
@@ -330,6 +361,14 @@ class SparseIndex:
         if self.codec.score_scale != 1.0:
             scores *= np.float32(self.codec.score_scale)
         return docs, scores, counts
+
+    def warm_up(self, k: int = 10, *, algorithm: str = "exhaustive") -> None:
+        """Compile (or load from Numba's cache) the kernels a search will use, on empty queries."""
+        for n in (1, 2):  # the single-query and the batch kernel
+            empty = QueryArrays(
+                np.zeros(n + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)
+            )
+            self.search_arrays(empty, k, algorithm=algorithm)
 
     def _hits(self, docs: np.ndarray, scores: np.ndarray, count: int) -> list[Hit]:
         ids = self._a["doc_ids"]

@@ -14,6 +14,10 @@ Scores are float32 sums taken in the query's term order in every kernel (the sea
 in descending order of their upper bound), so the exhaustive scorer and the pruned search produce
 bit-identical scores.
 
+Kernels receive the index as one tuple ``ix`` (built once by ``SparseIndex``): (n_docs,
+n_blocks, block_size, term_entry_ptr, term_post_ptr, term_max, entry_block, entry_max,
+entry_post_rel, post_offsets, post_codes).
+
 Ranking: higher score first; equal scores rank the lower document id first. Only documents with a
 positive score are returned.
 """
@@ -185,29 +189,26 @@ def encode_blocks(term_ptr, post_docs, post_codes, block_size, block_dtype):
 
 # -- exhaustive term-at-a-time (the reference scorer) ---------------------------------------------
 @njit(**_OPTS)
-def exhaustive_one(
-    q_terms,
-    q_weights,
-    k,
-    n_docs,
-    block_size,
-    term_entry_ptr,
-    entry_block,
-    term_post_ptr,
-    entry_post_rel,
-    post_offsets,
-    post_codes,
-    lut,
-    acc,
-    out_docs,
-    out_scores,
-):
+def exhaustive_one(q_terms, q_weights, k, ix, lut, acc, out_docs, out_scores):
     """Score every posting of every query term into ``acc``, then select the top k.
 
     ``acc`` is a float32 accumulator over all documents that must be all zeros on entry; the
     selection scan leaves it all zeros again, so a caller can keep one per thread (a fresh 4 MB
     array per query costs a quarter of the query at a million documents).
     """
+    (
+        n_docs,
+        _n_blocks,
+        block_size,
+        term_entry_ptr,
+        term_post_ptr,
+        _term_max,
+        entry_block,
+        _entry_max,
+        entry_post_rel,
+        post_offsets,
+        post_codes,
+    ) = ix
     for i in range(q_terms.shape[0]):
         t = q_terms[i]
         w = q_weights[i]
@@ -247,25 +248,7 @@ def window_blocks(block_size: int) -> int:
 
 
 @njit(**_OPTS)
-def maxscore_one(
-    q_terms,
-    q_weights,
-    k,
-    n_blocks,
-    block_size,
-    per_window,
-    term_max,
-    term_entry_ptr,
-    entry_block,
-    entry_max,
-    term_post_ptr,
-    entry_post_rel,
-    post_offsets,
-    post_codes,
-    lut,
-    out_docs,
-    out_scores,
-):
+def maxscore_one(q_terms, q_weights, k, ix, lut, per_window, out_docs, out_scores):
     """Exact top-k: MaxScore over windows of doc-id blocks.
 
     Query terms come in descending order of their upper bound (weight × term maximum): the
@@ -278,6 +261,19 @@ def maxscore_one(
     block are read only if some document there could still reach θ given its essential score
     plus the block maxima of the non-essential terms.
     """
+    (
+        _n_docs,
+        n_blocks,
+        block_size,
+        term_entry_ptr,
+        term_post_ptr,
+        term_max,
+        entry_block,
+        entry_max,
+        entry_post_rel,
+        post_offsets,
+        post_codes,
+    ) = ix
     m = q_terms.shape[0]
     heap_s = np.empty(k, dtype=np.float32)
     heap_d = np.empty(k, dtype=np.int32)
@@ -375,94 +371,29 @@ def maxscore_one(
 
 # -- batches (all cores) --------------------------------------------------------------------------
 @njit(parallel=True, **_OPTS)
-def maxscore_batch(
-    q_ptr,
-    q_terms,
-    q_weights,
-    k,
-    n_blocks,
-    block_size,
-    per_window,
-    term_max,
-    term_entry_ptr,
-    entry_block,
-    entry_max,
-    term_post_ptr,
-    entry_post_rel,
-    post_offsets,
-    post_codes,
-    lut,
-    out_docs,
-    out_scores,
-):
+def maxscore_batch(q_ptr, q_terms, q_weights, k, ix, lut, per_window, out_docs, out_scores):
+    """All queries in parallel, one query per thread at a time."""
     n_queries = q_ptr.shape[0] - 1
     counts = np.zeros(n_queries, dtype=np.int64)
     for qi in prange(n_queries):
         a, b = q_ptr[qi], q_ptr[qi + 1]
         counts[qi] = maxscore_one(
-            q_terms[a:b],
-            q_weights[a:b],
-            k,
-            n_blocks,
-            block_size,
-            per_window,
-            term_max,
-            term_entry_ptr,
-            entry_block,
-            entry_max,
-            term_post_ptr,
-            entry_post_rel,
-            post_offsets,
-            post_codes,
-            lut,
-            out_docs[qi],
-            out_scores[qi],
+            q_terms[a:b], q_weights[a:b], k, ix, lut, per_window, out_docs[qi], out_scores[qi]
         )
     return counts
 
 
 @njit(parallel=True, **_OPTS)
-def exhaustive_batch(
-    q_ptr,
-    q_terms,
-    q_weights,
-    k,
-    n_docs,
-    block_size,
-    term_entry_ptr,
-    entry_block,
-    term_post_ptr,
-    entry_post_rel,
-    post_offsets,
-    post_codes,
-    lut,
-    n_chunks,
-    out_docs,
-    out_scores,
-):
+def exhaustive_batch(q_ptr, q_terms, q_weights, k, ix, lut, n_chunks, out_docs, out_scores):
     """All queries, ``n_chunks`` of them at a time (one per thread), each chunk one accumulator."""
     n_queries = q_ptr.shape[0] - 1
     counts = np.zeros(n_queries, dtype=np.int64)
     n_chunks = max(1, min(n_queries, n_chunks))
-    for c in prange(n_chunks):  # one accumulator per chunk of queries
-        acc = np.zeros(n_docs, dtype=np.float32)
+    for c in prange(n_chunks):
+        acc = np.zeros(ix[0], dtype=np.float32)  # ix[0]: number of documents
         for qi in range(c, n_queries, n_chunks):
             a, b = q_ptr[qi], q_ptr[qi + 1]
             counts[qi] = exhaustive_one(
-                q_terms[a:b],
-                q_weights[a:b],
-                k,
-                n_docs,
-                block_size,
-                term_entry_ptr,
-                entry_block,
-                term_post_ptr,
-                entry_post_rel,
-                post_offsets,
-                post_codes,
-                lut,
-                acc,
-                out_docs[qi],
-                out_scores[qi],
+                q_terms[a:b], q_weights[a:b], k, ix, lut, acc, out_docs[qi], out_scores[qi]
             )
     return counts

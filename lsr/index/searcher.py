@@ -22,6 +22,16 @@ from lsr.vocab import Vocabulary
 
 QueryLike = Mapping[str, float] | SparseBatch
 ALGORITHMS = ("exhaustive", "maxscore")
+KERNEL_ARRAYS = (
+    "term_entry_ptr",
+    "term_post_ptr",
+    "term_max",
+    "entry_block",
+    "entry_max",
+    "entry_post_rel",
+    "post_offsets",
+    "post_codes",
+)
 
 
 class Hit(NamedTuple):
@@ -106,6 +116,10 @@ class SparseIndex:
         # MaxScore window in blocks (tests shrink it to cross many windows)
         self.window_blocks = kernels.window_blocks(self.block_size)
         self._scratch = threading.local()  # per-thread zeroed accumulator for the exhaustive scorer
+        self._ix = tuple(  # the index as the kernels take it (order: see lsr.index.kernels)
+            [self.num_docs, self.num_blocks, self.block_size]
+            + [arrays[name] for name in KERNEL_ARRAYS]
+        )
         term_max = arrays["term_max"]
         # each term's largest weight in score units: orders query terms for MaxScore
         self._term_bound = term_max.astype(np.float32) if self._lut is None else self._lut[term_max]
@@ -273,91 +287,36 @@ class SparseIndex:
         k_eff = int(min(k, self.num_docs))
         docs = np.full((n, k_eff), -1, dtype=np.int32)
         scores = np.zeros((n, k_eff), dtype=np.float32)
-        a = self._a
+        ix, lut = self._ix, self._lut
         if n == 1:  # low-latency path: no thread pool
-            t, w = q.terms, q.weights
             if algorithm == "exhaustive":
+                acc = self._accumulator()
                 count = kernels.exhaustive_one(
-                    t,
-                    w,
-                    k_eff,
-                    self.num_docs,
-                    self.block_size,
-                    a["term_entry_ptr"],
-                    a["entry_block"],
-                    a["term_post_ptr"],
-                    a["entry_post_rel"],
-                    a["post_offsets"],
-                    a["post_codes"],
-                    self._lut,
-                    self._accumulator(),
-                    docs[0],
-                    scores[0],
+                    q.terms, q.weights, k_eff, ix, lut, acc, docs[0], scores[0]
                 )
             else:
                 count = kernels.maxscore_one(
-                    t,
-                    w,
-                    k_eff,
-                    self.num_blocks,
-                    self.block_size,
-                    self.window_blocks,
-                    a["term_max"],
-                    a["term_entry_ptr"],
-                    a["entry_block"],
-                    a["entry_max"],
-                    a["term_post_ptr"],
-                    a["entry_post_rel"],
-                    a["post_offsets"],
-                    a["post_codes"],
-                    self._lut,
-                    docs[0],
-                    scores[0],
+                    q.terms, q.weights, k_eff, ix, lut, self.window_blocks, docs[0], scores[0]
                 )
-            if self.codec.score_scale != 1.0:
-                scores *= np.float32(self.codec.score_scale)
-            return docs, scores, np.array([count], dtype=np.int64)
-        with _numba_threads(threads):
-            if algorithm == "exhaustive":
-                counts = kernels.exhaustive_batch(
-                    q.ptr,
-                    q.terms,
-                    q.weights,
-                    k_eff,
-                    self.num_docs,
-                    self.block_size,
-                    a["term_entry_ptr"],
-                    a["entry_block"],
-                    a["term_post_ptr"],
-                    a["entry_post_rel"],
-                    a["post_offsets"],
-                    a["post_codes"],
-                    self._lut,
-                    numba.get_num_threads(),
-                    docs,
-                    scores,
-                )
-            else:
-                counts = kernels.maxscore_batch(
-                    q.ptr,
-                    q.terms,
-                    q.weights,
-                    k_eff,
-                    self.num_blocks,
-                    self.block_size,
-                    self.window_blocks,
-                    a["term_max"],
-                    a["term_entry_ptr"],
-                    a["entry_block"],
-                    a["entry_max"],
-                    a["term_post_ptr"],
-                    a["entry_post_rel"],
-                    a["post_offsets"],
-                    a["post_codes"],
-                    self._lut,
-                    docs,
-                    scores,
-                )
+            counts = np.array([count], dtype=np.int64)
+        else:
+            with _numba_threads(threads):
+                if algorithm == "exhaustive":
+                    counts = kernels.exhaustive_batch(
+                        q.ptr,
+                        q.terms,
+                        q.weights,
+                        k_eff,
+                        ix,
+                        lut,
+                        numba.get_num_threads(),
+                        docs,
+                        scores,
+                    )
+                else:
+                    counts = kernels.maxscore_batch(
+                        q.ptr, q.terms, q.weights, k_eff, ix, lut, self.window_blocks, docs, scores
+                    )
         if self.codec.score_scale != 1.0:
             scores *= np.float32(self.codec.score_scale)
         return docs, scores, counts

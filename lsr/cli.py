@@ -17,7 +17,7 @@ from lsr.errors import InputError, LsrError
 from lsr.index.builder import BuildConfig, build
 from lsr.index.quantization import QUANTIZATIONS
 from lsr.index.searcher import SparseIndex
-from lsr.sparse import SparseBatch, iter_vector_batches
+from lsr.sparse import concat, iter_vector_batches
 from lsr.vocab import Vocabulary
 
 app = typer.Typer(help="lsr: learned sparse retrieval.", no_args_is_help=True, add_completion=False)
@@ -227,13 +227,8 @@ def search(
         typer.secho(f"{len(hits)} hits", err=True)
         return
     assert queries is not None
-    frozen = index.vocab  # loaded frozen: unknown terms are reported, not added
-    batch = SparseBatch.from_dicts([], vocab=frozen)
-    parts = list(iter_vector_batches(queries, frozen, unknown=unknown))
-    if parts:
-        from lsr.sparse import concat
-
-        batch = concat(parts, frozen)
+    # the index vocabulary is loaded frozen: unknown terms are reported (or skipped), never added
+    batch = concat(list(iter_vector_batches(queries, index.vocab, unknown=unknown)), index.vocab)
     if len(batch) == 0:
         raise InputError("no queries in file", queries)
     started = time.perf_counter()

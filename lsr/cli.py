@@ -14,11 +14,12 @@ import typer
 from pydantic import ValidationError
 
 from lsr.errors import InputError, LsrError
-from lsr.index.builder import BuildConfig, build
 from lsr.index.quantization import QUANTIZATIONS
-from lsr.index.searcher import SparseIndex
 from lsr.sparse import concat, iter_vector_batches
 from lsr.vocab import Vocabulary
+
+# lsr.index.builder and lsr.index.searcher load Numba (~1.5 s): commands import them when they run,
+# so `lsr --help` stays fast.
 
 app = typer.Typer(help="lsr: learned sparse retrieval.", no_args_is_help=True, add_completion=False)
 index_app = typer.Typer(help="Build and inspect sparse indexes.", no_args_is_help=True)
@@ -92,6 +93,8 @@ def index_build(
     ] = None,
 ) -> None:
     """Build an index from encoded document vectors."""
+    from lsr.index.builder import BuildConfig, build
+
     config = BuildConfig(
         quantization=quantization, block_size=block_size, doc_top_k=doc_top_k, term_top_n=term_top_n
     )
@@ -135,6 +138,8 @@ def index_info(
     as_json: Annotated[bool, typer.Option("--json", help="print the manifest as JSON")] = False,
 ) -> None:
     """Describe an index (and verify its checksums)."""
+    from lsr.index.searcher import SparseIndex
+
     index = SparseIndex.open(path, verify=verify)
     m = index.manifest
     if as_json:
@@ -211,6 +216,8 @@ def search(
     verify: Annotated[bool, typer.Option(help="check index checksums on open")] = False,
 ) -> None:
     """Search an index with one query vector or a file of them (TREC run output)."""
+    from lsr.index.searcher import SparseIndex
+
     if k <= 0:
         raise InputError(f"k must be a positive integer, got {k}")
     if (vector is None) == (queries is None):

@@ -39,6 +39,8 @@ document frequency ``df_t`` (rows containing ``t``), the row lengths ``L_r`` and
 Not modelled: co-occurrence between terms (topics), so a term's postings are spread uniformly over
 docs of a given length and query terms are independent of each other. Set intersections and
 score distributions of top documents are therefore less skewed than with real text.
+:func:`generate_clustered_collection` / :func:`generate_clustered_queries` add topics (see the
+"topically clustered collections" section below).
 
 Implementation: the per-row sampler is a Numba kernel that walks terms sorted by rate in
 blocks of rates within a factor 2, skipping geometrically and thinning, so work is ~2 random
@@ -156,7 +158,12 @@ def _plan(model: RowModel, rng: np.random.Generator) -> _Plan:
     terms = np.flatnonzero(model.df)
     n = model.n_rows
     p = np.minimum(rng.gamma(model.df[terms].astype(np.float64)) / n, (n - 0.5) / n)
-    values, counts = np.unique(model.lengths, return_counts=True)
+    return _calibrate(p, terms, model.lengths)
+
+
+def _calibrate(p: np.ndarray, terms: np.ndarray, lengths: np.ndarray) -> _Plan:
+    """Calibrate rates ``p`` (< 1) of ``terms`` and row classes to the real row ``lengths``."""
+    values, counts = np.unique(lengths, return_counts=True)
     w = counts / counts.sum()
     mean = float(w @ values)
     var = float(w @ (values - mean) ** 2)
@@ -341,6 +348,187 @@ def generate_queries(
         matrix.data = idf(collection)[matrix.indices].astype(np.float32)
     width = max(3, len(str(n_queries - 1)))
     return SparseBatch([f"q{i:0{width}d}" for i in range(n_queries)], matrix, collection.vocab)
+
+
+# -- topically clustered collections -------------------------------------------------------------
+# Real collections cluster by topic, and doc-id reordering (e.g. graph bisection) puts documents of
+# one topic into contiguous doc-id ranges, which is where block-max pruning gains. The generators
+# below fit K topics to the real docs (spherical k-means on L2-normalised vectors) and give every
+# topic c a per-term lift, (df_ct + m) / (n_c df_t / N + m) with prior m = LIFT_PRIOR (shrinks
+# rare counts toward 1), renormalised so that sum_c (n_c / N) lift_ct = 1: a topic-c row includes
+# term t with rate p_t * lift_ct (clipped at MAX_TOPIC_RATE) and the marginal df stays p_t. Each
+# topic gets its own calibration (as above, against the real length distribution, so a topic's
+# mean length is its summed rate) and its own random streams; weights come from the same per-term
+# pools. Docs are emitted grouped by topic (contiguous doc ids, topic sizes proportional to the
+# real cluster sizes). Queries pick a topic by its synthetic size and use the query model's rates
+# times the same doc lift.
+LIFT_PRIOR = 1.0
+MAX_TOPIC_RATE = 0.95
+KMEANS_ITERATIONS = 25
+KMEANS_SEED = 20240601
+
+
+@dataclass(frozen=True)
+class TopicModel:
+    """Topics fitted on the real docs."""
+
+    assignment: np.ndarray  # int64 [real docs]: each real doc's topic
+    sizes: np.ndarray  # int64 [K]: real docs per topic
+    lift: np.ndarray  # float64 [K, V]: per-topic term lift, sum_c sizes_c / N * lift_ct = 1
+
+
+@lru_cache(maxsize=4)
+def _topics(real_dir: str, n_topics: int) -> TopicModel:
+    docs = _real(real_dir)["docs"].matrix.astype(np.float64).tocsr()
+    n = docs.shape[0]
+    norms = np.sqrt(np.asarray(docs.multiply(docs).sum(axis=1)).ravel())
+    x = (sp.diags(1.0 / np.maximum(norms, 1e-12)) @ docs).tocsr()
+    rng = np.random.default_rng(KMEANS_SEED)
+    centroids = x[rng.choice(n, n_topics, replace=False)].toarray()
+    assign = np.full(n, -1, np.int64)
+    for _ in range(KMEANS_ITERATIONS):
+        sim = np.asarray(x @ centroids.T)
+        new = sim.argmax(axis=1).astype(np.int64)
+        sizes = np.bincount(new, minlength=n_topics)
+        empty = np.flatnonzero(sizes == 0)
+        if np.array_equal(new, assign) and empty.size == 0:
+            break
+        assign = new
+        member = sp.csr_matrix((np.ones(n), (assign, np.arange(n))), shape=(n_topics, n))
+        centroids = (member @ x).toarray()
+        if empty.size:  # reseed empty topics with the docs farthest from their centroid
+            worst = np.argsort(sim[np.arange(n), assign], kind="stable")[: empty.size]
+            centroids[empty] = x[worst].toarray()
+        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    sizes = np.bincount(assign, minlength=n_topics).astype(np.int64)
+    member = sp.csr_matrix((np.ones(n), (assign, np.arange(n))), shape=(n_topics, n))
+    binary = docs.copy()
+    binary.data[:] = 1.0
+    df_ct = (member @ binary).toarray()
+    p = df_ct.sum(axis=0) / n
+    lift = (df_ct + LIFT_PRIOR) / (sizes[:, None] * p[None, :] + LIFT_PRIOR)
+    lift /= (sizes / n) @ lift
+    return TopicModel(assign, sizes, lift)
+
+
+def _apportion(weights: np.ndarray, total: int) -> np.ndarray:
+    """``total`` split proportionally to ``weights`` (largest remainder; int64)."""
+    share = weights / weights.sum() * total
+    out = np.floor(share).astype(np.int64)
+    out[np.argsort(out - share, kind="stable")[: total - int(out.sum())]] += 1
+    return out
+
+
+def _sample_clustered(
+    model: RowModel,
+    lift: np.ndarray,
+    counts: np.ndarray,
+    rng: np.random.Generator,
+    width: int,
+) -> sp.csr_matrix:
+    """``counts[c]`` rows of topic ``c`` for every topic, grouped by topic in topic order."""
+    terms = np.flatnonzero(model.df)
+    n = model.n_rows
+    p = np.minimum(rng.gamma(model.df[terms].astype(np.float64)) / n, (n - 0.5) / n)
+    seeds = rng.integers(0, 2**63, size=counts.size)
+    plans: list[_Plan | None] = []
+    scales: list[np.ndarray] = []
+    for c, rows in enumerate(counts):
+        if rows == 0:
+            plans.append(None)
+            scales.append(np.empty(0))
+            continue
+        plan = _calibrate(np.minimum(p * lift[c, terms], MAX_TOPIC_RATE), terms, model.lengths)
+        plans.append(plan)
+        scales.append(plan.class_scale[rng.choice(plan.class_scale.size, rows, p=plan.class_prob)])
+    start = np.concatenate([[0], np.cumsum(counts)])
+    indptr = np.zeros(int(start[-1]) + 1, np.int64)
+    for c, plan in enumerate(plans):
+        if plan is not None:
+            indptr[start[c] + 1 : start[c + 1] + 1] = _count_rows(
+                plan.rates, plan.terms, plan.bounds, scales[c], np.uint64(seeds[c])
+            )
+    np.cumsum(indptr, out=indptr)
+    indices = np.empty(indptr[-1], np.int32)
+    data = np.empty(indptr[-1], np.float32)
+    for c, plan in enumerate(plans):
+        if plan is not None:
+            _fill_rows(
+                plan.rates,
+                plan.terms,
+                plan.bounds,
+                scales[c],
+                np.uint64(seeds[c]),
+                indptr[start[c] : start[c + 1] + 1],
+                indices,
+                data,
+                model.pool,
+                model.pool_start,
+                model.pool_len,
+            )
+    return sp.csr_matrix((data, indices, indptr), shape=(indptr.size - 1, width))
+
+
+def generate_clustered_collection(
+    n_docs: int = 1_000_000,
+    *,
+    n_topics: int = 50,
+    seed: int = 0,
+    real_dir: str | Path = DEFAULT_REAL_DIR,
+) -> tuple[SparseBatch, np.ndarray]:
+    """``n_docs`` topically clustered docs, grouped by topic, and each doc's topic (int32 [n]).
+
+    Docs of topic 0 come first, then topic 1, ...; topic sizes follow the real cluster sizes.
+    """
+    real = _real(str(real_dir))["docs"]
+    topics = _topics(str(real_dir), n_topics)
+    counts = _apportion(topics.sizes.astype(np.float64), n_docs)
+    rng = np.random.default_rng([seed, 10])
+    matrix = _sample_clustered(
+        _model(str(real_dir), "docs"), topics.lift, counts, rng, len(real.vocab)
+    )
+    doc_topics = np.repeat(np.arange(n_topics, dtype=np.int32), counts)
+    return SparseBatch([f"d{i:07d}" for i in range(n_docs)], matrix, real.vocab), doc_topics
+
+
+def generate_clustered_queries(
+    collection: SparseBatch,
+    doc_topics: np.ndarray,
+    n_queries: int = 1000,
+    *,
+    mode: str = "siamese",
+    n_topics: int = 50,
+    seed: int = 1,
+    real_dir: str | Path = DEFAULT_REAL_DIR,
+) -> tuple[SparseBatch, np.ndarray]:
+    """Queries for :func:`generate_clustered_collection`'s output, and each query's topic.
+
+    A query picks a topic with probability proportional to its size in ``collection``
+    (``doc_topics``, from the same ``n_topics``); its terms follow the ``mode`` query model's rates
+    times that topic's doc lift. Inference-free weights are IDF over ``collection``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if doc_topics.size and int(doc_topics.max()) >= n_topics:
+        raise ValueError(f"doc_topics has topics >= n_topics={n_topics}")
+    topics = _topics(str(real_dir), n_topics)
+    rng = np.random.default_rng([seed, 11 + MODES.index(mode)])
+    sizes = np.bincount(doc_topics, minlength=n_topics).astype(np.float64)
+    query_topics = rng.choice(n_topics, n_queries, p=sizes / sizes.sum()).astype(np.int32)
+    counts = np.bincount(query_topics, minlength=n_topics)
+    grouped = _sample_clustered(
+        _model(str(real_dir), mode), topics.lift, counts, rng, collection.matrix.shape[1]
+    )
+    order = np.argsort(query_topics, kind="stable")  # grouped row j is query order[j]
+    where = np.empty_like(order)
+    where[order] = np.arange(order.size)
+    matrix = grouped[where]
+    matrix.sort_indices()
+    if mode == "inference-free":
+        matrix.data = idf(collection)[matrix.indices].astype(np.float32)
+    width = max(3, len(str(n_queries - 1)))
+    ids = [f"q{i:0{width}d}" for i in range(n_queries)]
+    return SparseBatch(ids, matrix, collection.vocab), query_topics
 
 
 _QUANTILES = {"p10": 10, "p50": 50, "p90": 90, "p99": 99}

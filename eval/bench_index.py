@@ -36,7 +36,6 @@ from typing import Any
 
 import numba
 import numpy as np
-import scipy.sparse as sp
 
 from lsr import SparseIndex
 from lsr.sparse import SparseBatch, read_jsonl
@@ -62,6 +61,20 @@ def integer_queries(batch: SparseBatch) -> SparseBatch:
     m.data = np.rint(m.data * QUERY_SCALE).astype(np.float32)
     m.eliminate_zeros()
     return SparseBatch(batch.ids, m, batch.vocab)
+
+
+def machine_info() -> dict[str, Any]:
+    """What a benchmark report records about the machine and the numeric stack."""
+    import scipy
+
+    return {
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "numba": numba.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+    }
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -471,14 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "numba": numba.__version__,
-            "numpy": np.__version__,
-            "scipy": sp.__name__ and __import__("scipy").__version__,
-        },
+        "machine": machine_info(),
         "k": K,
         "workloads": workloads,
         "ratios": {name: ratios(res) for name, res in workloads.items()},

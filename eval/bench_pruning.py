@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import sys
 import time
@@ -25,10 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numba
 import numpy as np
 
-from eval.bench_index import WORK, K, percentile, pruning_headroom, time_each
+from eval.bench_index import WORK, K, machine_info, percentile, pruning_headroom, time_each
 from eval.synthetic import (
     DEFAULT_REAL_DIR,
     MODES,
@@ -241,12 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         del docs, queries
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "numba": numba.__version__,
-        },
+        "machine": machine_info(),
         "k": K,
         "docs": args.docs,
         "queries": args.queries,

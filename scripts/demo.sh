@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# The main job on the embedded defaults: index SciFact (encoded by splade-tiny, from ../shared),
-# describe the index, search it with the 1,109 SciFact queries and show the top hits of one.
+# The main job on the embedded defaults: encode SciFact (5,183 abstracts, ../shared) with
+# splade-tiny into a sparse index, describe it, search it with text, and write TREC runs for the
+# SciFact test queries -- once with siamese queries (the model encodes them) and once with
+# inference-free queries (tokenizer x IDF, no model at query time), which reuses the encoded shards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shared="${LSR_SHARED:-../shared}"
-vectors="$shared/data/vectors/scifact-splade-tiny"
+export HF_HUB_OFFLINE=1  # everything is local: never wait on the hub
+data="$shared/data/beir/scifact"
+model="$shared/models/splade-tiny"
 lsr=.venv/bin/lsr
-$lsr index build "$vectors/docs.jsonl.gz" --vocab "$shared/models/splade-tiny" -o indexes/scifact --overwrite --no-progress
+$lsr index build --corpus "$data" --model "$model" -o indexes/scifact --overwrite \
+    --work-dir indexes/.scifact-shards --keep-shards
+$lsr index build --corpus "$data" --model "$model" -o indexes/scifact-if --overwrite \
+    --query-mode inference-free --work-dir indexes/.scifact-shards
 $lsr index info indexes/scifact
 mkdir -p runs
-$lsr search indexes/scifact --queries "$vectors/queries-siamese.jsonl.gz" -k 100 -o runs/scifact-siamese.trec
-$lsr search indexes/scifact --queries "$vectors/queries-idf.jsonl.gz" -k 100 -o runs/scifact-idf.trec
-echo "top hits for {\"protein\": 1.2, \"cancer\": 2.0, \"mutation\": 0.7}:"
-$lsr search indexes/scifact --vector '{"protein": 1.2, "cancer": 2.0, "mutation": 0.7}' -k 5
+$lsr search indexes/scifact --queries "$data/queries.jsonl.gz" -k 100 -o runs/scifact-siamese.trec
+$lsr search indexes/scifact-if --queries "$data/queries.jsonl.gz" -k 100 -o runs/scifact-if.trec
+echo "top hits for 'Does vitamin D lower the risk of cancer?':"
+$lsr search indexes/scifact "Does vitamin D lower the risk of cancer?" -k 5
+$lsr search indexes/scifact-if "Does vitamin D lower the risk of cancer?" -k 5

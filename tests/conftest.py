@@ -12,6 +12,9 @@ import scipy.sparse as sp
 from lsr.sparse import SparseBatch
 from lsr.vocab import Vocabulary
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download: a hub id fails fast
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LSR_SHARED", REPO.parent / "shared"))
 VECTORS = SHARED / "data" / "vectors" / "scifact-splade-tiny"
@@ -59,3 +62,49 @@ def scifact(splade_vocab: Vocabulary) -> dict[str, SparseBatch]:
         name: read_jsonl(VECTORS / f"{name}.jsonl.gz", splade_vocab)
         for name in ("docs", "queries-siamese", "queries-idf")
     }
+
+
+SCIFACT_BEIR = SHARED / "data" / "beir" / "scifact"
+
+
+def write_beir_slice(
+    target: Path, n_test: int = 12, n_train: int = 10, n_extra: int = 60, seed: int = 0
+) -> Path:
+    """A small BEIR dataset cut from SciFact: some test and train queries, every document they
+    judge, and ``n_extra`` other documents (so retrieval has something to get wrong)."""
+    import gzip
+    import json
+
+    from lsr.data import load_corpus, load_qrels, load_queries
+
+    corpus = load_corpus(SCIFACT_BEIR)
+    queries = load_queries(SCIFACT_BEIR)
+    rng = np.random.default_rng(seed)
+    (target / "qrels").mkdir(parents=True, exist_ok=True)
+    keep_docs: set[str] = set()
+    keep_queries: set[str] = set()
+    for split, n in (("test", n_test), ("train", n_train)):
+        qrels = load_qrels(SCIFACT_BEIR, split)
+        chosen = sorted(qrels)[:n]
+        with open(target / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as out:
+            out.write("query-id\tcorpus-id\tscore\n")
+            for qid in chosen:
+                for did, rel in qrels[qid].items():
+                    out.write(f"{qid}\t{did}\t{rel}\n")
+                    keep_docs.add(did)
+        keep_queries.update(chosen)
+    others = [d for d in corpus if d not in keep_docs]
+    keep_docs.update(rng.choice(others, size=n_extra, replace=False).tolist())
+    with gzip.open(target / "corpus.jsonl.gz", "wt", encoding="utf-8") as out:
+        for did, text in corpus.items():
+            if did in keep_docs:
+                out.write(json.dumps({"_id": did, "title": "", "text": text}) + "\n")
+    with gzip.open(target / "queries.jsonl.gz", "wt", encoding="utf-8") as out:
+        for qid in sorted(keep_queries):
+            out.write(json.dumps({"_id": qid, "text": queries[qid]}) + "\n")
+    return target
+
+
+@pytest.fixture(scope="session")
+def beir_slice(tmp_path_factory) -> Path:
+    return write_beir_slice(tmp_path_factory.mktemp("beir-slice"))

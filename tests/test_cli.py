@@ -517,7 +517,10 @@ def test_search_missing_queries_file(small, tmp_path):
     ids=["neither", "both"],
 )
 def test_search_needs_exactly_one_query_source(small, args):
-    _fails(_invoke("search", small["index"], *args), "exactly one of --vector or --queries")
+    _fails(
+        _invoke("search", small["index"], *args),
+        "exactly one of a text QUERY, --vector or --queries",
+    )
 
 
 def test_search_output_only_for_queries(small, tmp_path):

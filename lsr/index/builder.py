@@ -9,6 +9,7 @@ is made. Peak memory is about 3x the finished uint8 index (measured in tests/tes
 from __future__ import annotations
 
 import platform
+import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -65,8 +66,14 @@ def build(
     progress: bool = False,
     total: int | None = None,
     extra_manifest: dict[str, Any] | None = None,
+    extra_files: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
-    """Build the index of ``batches`` at ``path`` (atomically) and return its manifest."""
+    """Build the index of ``batches`` at ``path`` (atomically) and return its manifest.
+
+    ``extra_files`` maps a manifest key to a file copied into the index (checksummed with the
+    rest): the query side's tokenizer and IDF table live there, so the index answers text queries
+    on its own.
+    """
     config = config or BuildConfig()
     path = Path(path)
     fmt.check_target(path.absolute(), overwrite)
@@ -181,6 +188,12 @@ def build(
             manifest["arrays"][name] = fmt.save_array(staging, name, array)
         vocab.save(staging / "vocab.json")
         manifest["files"]["vocab"] = {"file": "vocab.json"}
+        for key, source in (extra_files or {}).items():
+            source = Path(source)
+            if key in manifest["files"] or (staging / source.name).exists():
+                raise ValueError(f"extra file {key!r} ({source.name}) clashes with an index file")
+            shutil.copyfile(source, staging / source.name)
+            manifest["files"][key] = {"file": source.name}
         manifest["build"]["seconds"] = round(time.perf_counter() - started, 3)
         manifest = fmt.finalize_manifest(staging, manifest)
     return manifest

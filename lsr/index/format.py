@@ -160,9 +160,18 @@ def staged_directory(target: str | Path, *, overwrite: bool = False) -> Iterator
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def finalize_manifest(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Checksum every array and extra file named in ``manifest`` and write ``manifest.json``."""
-    manifest = dict(manifest, format=FORMAT_NAME, format_version=FORMAT_VERSION)
+def finalize_manifest(
+    directory: Path,
+    manifest: dict[str, Any],
+    *,
+    format_name: str = FORMAT_NAME,
+    format_version: int = FORMAT_VERSION,
+) -> dict[str, Any]:
+    """Checksum every array and extra file named in ``manifest`` and write ``manifest.json``.
+
+    ``format_name`` / ``format_version`` label the directory (default: the sparse index).
+    """
+    manifest = dict(manifest, format=format_name, format_version=format_version)
     for entry in manifest.get("arrays", {}).values():
         path = directory / entry["file"]
         entry["bytes"] = path.stat().st_size
@@ -178,7 +187,13 @@ def finalize_manifest(directory: Path, manifest: dict[str, Any]) -> dict[str, An
     return manifest
 
 
-def read_manifest(directory: str | Path) -> dict[str, Any]:
+def read_manifest(
+    directory: str | Path,
+    *,
+    format_name: str = FORMAT_NAME,
+    format_version: int = FORMAT_VERSION,
+) -> dict[str, Any]:
+    """Read and check ``manifest.json``: its format name, its own checksum and its version."""
     directory = Path(directory)
     path = directory / MANIFEST
     recover_previous(directory.absolute())
@@ -190,16 +205,17 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise IndexFormatError(f"{path}: manifest is corrupted ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise IndexFormatError(f"{path}: not an lsr sparse index manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") != format_name:
+        kind = "lsr sparse index" if format_name == FORMAT_NAME else format_name
+        raise IndexFormatError(f"{path}: not an {kind} manifest")
     if manifest.get("manifest_sha256") != _manifest_digest(manifest):
         raise IndexFormatError(
             f"{path}: manifest checksum mismatch (the file was modified or corrupted)"
         )
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") != format_version:
         raise IndexFormatError(
             f"{path}: format version {manifest.get('format_version')} is not supported "
-            f"(this lsr reads version {FORMAT_VERSION}); rebuild the index"
+            f"(this lsr reads version {format_version}); rebuild the index"
         )
     return manifest
 
@@ -221,11 +237,15 @@ def verify_files(directory: Path, manifest: dict[str, Any], *, checksums: bool =
 
 
 def open_arrays(
-    directory: str | Path, *, verify: bool = True
+    directory: str | Path,
+    *,
+    verify: bool = True,
+    format_name: str = FORMAT_NAME,
+    format_version: int = FORMAT_VERSION,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read the manifest, check the files and memory-map every array read-only."""
     directory = Path(directory)
-    manifest = read_manifest(directory)
+    manifest = read_manifest(directory, format_name=format_name, format_version=format_version)
     verify_files(directory, manifest, checksums=verify)
     arrays: dict[str, np.ndarray] = {}
     for name, entry in manifest.get("arrays", {}).items():

@@ -1,0 +1,413 @@
+"""BEIR evaluation runs: encode → index → search → metrics, with BM25 baselines and fusion.
+
+One call of :func:`run_beir` evaluates every requested system on the same queries and writes,
+under the output directory, a TREC run per system, ``results.json``, ``results.md`` and
+``results.png``. Metrics come from pytrec_eval (:mod:`lsr.metrics`). Latency is measured one
+query at a time, as a service would see it, and split into query encoding and index search.
+Fusion weights are tuned on the tuning split (train) and only then applied to the test split.
+
+Indexes and document embeddings are cached under ``cache`` keyed by what made them, so a second
+run (another query mode, another fusion) does not re-encode the corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from lsr.encoders.base import EncoderConfig, SideConfig
+from lsr.errors import InputError
+
+Run = dict[str, list[tuple[str, float]]]
+Log = Callable[[str], None]
+DEFAULT_DENSE = "all-MiniLM-L6-v2"
+FUSIONS = ("minmax", "zscore", "rrf")
+METRICS = {"ndcg@10": "ndcg_cut_10", "recall@100": "recall_100", "mrr@10": "mrr_10"}
+
+
+class BeirEvalConfig(BaseModel):
+    """What `lsr eval beir` runs (flags and the Python API share it)."""
+
+    data: Path = Field(..., description="BEIR dataset directory")
+    output: Path = Field(..., description="directory for runs and reports")
+    cache: Path | None = Field(None, description="index cache (default: <output>/cache)")
+    mode: Literal["sparse", "dense", "hybrid"] = "sparse"
+    model: str | None = Field(None, description="sparse model: path or hub id")
+    query_modes: list[Literal["siamese", "inference-free"]] = ["siamese"]
+    dense_model: str = DEFAULT_DENSE
+    split: str = "test"
+    tune_split: str = "train"
+    query_max_length: int = Field(64, ge=4)
+    doc_max_length: int = Field(256, ge=4)
+    doc_stride: int | None = Field(None, description="overlap between document chunks")
+    quantization: str = "uint8"
+    depth: int = Field(1000, ge=100, description="hits retrieved per query (R@100 needs ≥100)")
+    fusions: list[Literal["minmax", "zscore", "rrf"]] = list(FUSIONS)
+    rrf_k: int = Field(60, ge=1)
+    alpha_step: float = Field(0.05, gt=0, le=0.5)
+    baselines: list[Literal["bm25s", "pyserini"]] = ["bm25s", "pyserini"]
+    batch_size: int = Field(8, ge=1)
+    max_queries: int | None = Field(None, ge=1, description="evaluate the first n queries only")
+
+
+@dataclass
+class SystemResult:
+    """One system's run and measurements on the evaluation split."""
+
+    name: str
+    kind: str
+    metrics: dict[str, float]
+    run: Run
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    encode_ms: dict[str, float] = field(default_factory=dict)
+    search_ms: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        body = asdict(self)
+        body.pop("run")
+        return body
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _timed(
+    texts: Sequence[str], qids: Sequence[str], encode: Callable, search: Callable
+) -> tuple[Run, list[float], list[float]]:
+    """Encode and search each query alone; returns the run and per-query encode/search seconds."""
+    run: Run = {}
+    encode_ms, search_ms = [], []
+    for qid, text in zip(qids, texts, strict=True):
+        started = time.perf_counter()
+        query = encode(text)
+        encoded = time.perf_counter()
+        hits = search(query)
+        done = time.perf_counter()
+        encode_ms.append(encoded - started)
+        search_ms.append(done - encoded)
+        run[qid] = [(h.doc_id, float(h.score)) for h in hits]
+    return run, encode_ms, search_ms
+
+
+class BeirEvaluation:
+    """State shared by the systems of one evaluation: data, cache, splits (see run_beir)."""
+
+    def __init__(self, config: BeirEvalConfig, log: Log, progress: bool) -> None:
+        from lsr.data import load_beir
+
+        self.config = config
+        self.log = log
+        self.progress = progress
+        self.cache = config.cache or config.output / "cache"
+        self.cache.mkdir(parents=True, exist_ok=True)
+        data = load_beir(config.data, config.split)
+        self.queries, self.qrels = data.queries, data.qrels
+        self.corpus = data.corpus
+        if config.max_queries:
+            keep = sorted(self.qrels)[: config.max_queries]
+            self.qrels = {q: self.qrels[q] for q in keep}
+            self.queries = {q: self.queries[q] for q in keep}
+        self.qids = sorted(self.qrels)
+        self.texts = [self.queries[q] for q in self.qids]
+        self._tune: tuple[list[str], list[str], dict] | None = None
+
+    # -- data ---------------------------------------------------------------------------------
+    def tune_split(self) -> tuple[list[str], list[str], dict]:
+        """(qids, texts, qrels) of the tuning split, loaded on first use."""
+        if self._tune is None:
+            from lsr.data import load_beir
+
+            data = load_beir(self.config.data, self.config.tune_split)
+            qids = sorted(data.qrels)
+            self._tune = qids, [data.queries[q] for q in qids], data.qrels
+        return self._tune
+
+    def evaluate(self, run: Run, qrels: dict | None = None) -> dict[str, float]:
+        from lsr.metrics import evaluate
+
+        result = evaluate(qrels or self.qrels, run).mean
+        return {name: result[key] for name, key in METRICS.items()}
+
+    # -- sparse -------------------------------------------------------------------------------
+    def encoder_config(self, query_mode: str) -> EncoderConfig:
+        if not self.config.model:
+            raise InputError("--model is required for sparse and hybrid evaluation")
+        c = self.config
+        return EncoderConfig(
+            model=c.model,
+            query_mode=query_mode,
+            query=SideConfig(
+                family="idf" if query_mode == "inference-free" else "mlm",
+                max_length=c.query_max_length,
+            ),
+            document=SideConfig(max_length=c.doc_max_length, stride=c.doc_stride),
+            batch_size=c.batch_size,
+        )
+
+    def sparse_index(self, query_mode: str) -> Any:
+        """The cached sparse index for ``query_mode`` (built on first use)."""
+        from lsr.index.builder import BuildConfig
+        from lsr.indexing import corpus_file, index_corpus
+        from lsr.retrieval import Retriever
+
+        enc = self.encoder_config(query_mode)
+        build_config = BuildConfig(quantization=self.config.quantization)
+        corpus = corpus_file(self.config.data)
+        key = _digest([enc.model_dump(), build_config.model_dump(), str(corpus.absolute())])
+        path = self.cache / f"sparse-{query_mode}-{key}"
+        if not (path / "manifest.json").exists():
+            doc_key = _digest([enc.model, enc.document.model_dump(), str(corpus.absolute())])
+            result = index_corpus(
+                corpus,
+                path,
+                enc,
+                build_config=build_config,
+                work_dir=self.cache / f"shards-{doc_key}",
+                keep_shards=True,  # the other query mode reuses the encoded documents
+                progress=self.progress,
+                log=self.log,
+            )
+            self.log(result.summary())
+        return Retriever.open(path, dense=False)
+
+    def sparse_system(self, query_mode: str) -> tuple[SystemResult, Any]:
+        from lsr.metrics import flops_from_df, latency_stats
+
+        retriever = self.sparse_index(query_mode)
+        index = retriever.sparse
+        encoder = retriever.query_encoder
+        index.warm_up(self.config.depth)
+        encoder.encode(self.texts[:2])  # first-call costs are not query latency
+        run, enc_ms, search_ms = _timed(
+            self.texts,
+            self.qids,
+            lambda text: encoder.encode([text]),
+            lambda batch: index.search(batch, self.config.depth),
+        )
+        queries = encoder.encode(self.texts, self.qids)
+        df = np.diff(np.asarray(index._a["term_post_ptr"]))
+        encode_meta = index.manifest.get("encode", {})
+        name = f"splade ({query_mode})"
+        result = SystemResult(
+            name=name,
+            kind="sparse",
+            metrics=self.evaluate(run),
+            run=run,
+            latency_ms=latency_stats([e + s for e, s in zip(enc_ms, search_ms, strict=True)]),
+            encode_ms=latency_stats(enc_ms),
+            search_ms=latency_stats(search_ms),
+            details={
+                "model": self.config.model,
+                "query_mode": query_mode,
+                "flops": flops_from_df(queries.matrix, df, index.num_docs),
+                "avg_query_terms": float(np.diff(queries.matrix.indptr).mean()),
+                "avg_doc_terms": index.num_postings / index.num_docs,
+                "index_bytes": index.nbytes,
+                "bytes_per_posting": index.nbytes / max(index.num_postings, 1),
+                "doc_encode_seconds": encode_meta.get("seconds"),
+                "docs_per_second": encode_meta.get("docs_per_second"),
+                "truncated_docs": encode_meta.get("truncated"),
+                "quantization": self.config.quantization,
+            },
+        )
+        return result, retriever
+
+    # -- dense --------------------------------------------------------------------------------
+    def dense_index(self) -> tuple[Any, Any, dict[str, Any]]:
+        """(DenseIndex, DenseEncoder, build info), cached by model and corpus."""
+        from lsr.dense import DenseIndex
+        from lsr.encoders.dense import DenseEncoder
+        from lsr.indexing import corpus_file
+
+        encoder = DenseEncoder(self.config.dense_model)
+        corpus = corpus_file(self.config.data)
+        key = _digest([encoder.identity(), str(corpus.absolute())])
+        path = self.cache / f"dense-{key}"
+        info_path = self.cache / f"dense-{key}.json"
+        if not (path / "manifest.json").exists():
+            ids, texts = list(self.corpus), list(self.corpus.values())
+            started = time.perf_counter()
+            embeddings = encoder.encode_documents(
+                list(texts), batch_size=self.config.batch_size * 4, progress=self.progress
+            )
+            seconds = time.perf_counter() - started
+            DenseIndex.build(embeddings, list(ids), path, kind="flat", overwrite=True)
+            info = {"doc_encode_seconds": seconds, "docs_per_second": len(ids) / seconds}
+            info_path.write_text(json.dumps(info))
+            self.log(f"dense: encoded {len(ids):,} docs in {seconds:.1f} s")
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        return DenseIndex.open(path, verify=False), encoder, info
+
+    def dense_system(self) -> SystemResult:
+        from lsr.metrics import latency_stats
+
+        index, encoder, info = self.dense_index()
+        encoder.encode_queries(self.texts[:2])
+        run, enc_ms, search_ms = _timed(
+            self.texts,
+            self.qids,
+            lambda text: encoder.encode_queries([text])[0],
+            lambda vector: index.search(vector, self.config.depth),
+        )
+        return SystemResult(
+            name=f"dense ({Path(self.config.dense_model).name})",
+            kind="dense",
+            metrics=self.evaluate(run),
+            run=run,
+            latency_ms=latency_stats([e + s for e, s in zip(enc_ms, search_ms, strict=True)]),
+            encode_ms=latency_stats(enc_ms),
+            search_ms=latency_stats(search_ms),
+            details=dict(info, model=self.config.dense_model, index_bytes=index.nbytes),
+        )
+
+    # -- hybrid -------------------------------------------------------------------------------
+    def hybrid_systems(
+        self, sparse: SystemResult, retriever: Any, dense: SystemResult
+    ) -> list[SystemResult]:
+        """Fusions of ``sparse`` and ``dense``; convex α chosen on the tuning split."""
+        from lsr import fusion
+
+        index, encoder, _ = self.dense_index()
+        qids, texts, qrels = self.tune_split()
+        depth = self.config.depth
+        tune_sparse = _hits_to_run(
+            qids, retriever.sparse.batch_search(retriever.encode_queries(texts), depth)
+        )
+        tune_dense = _hits_to_run(qids, index.batch_search(encoder.encode_queries(texts), depth))
+        grid = [round(a, 4) for a in np.arange(0, 1 + 1e-9, self.config.alpha_step)]
+        out = []
+        for method in self.config.fusions:
+            if method == "rrf":
+                run = fusion.rrf([sparse.run, dense.run], k=self.config.rrf_k, top_k=depth)
+                details: dict[str, Any] = {"method": "rrf", "rrf_k": self.config.rrf_k}
+            else:
+                alpha, table = fusion.tune_alpha(qrels, tune_sparse, tune_dense, grid, norm=method)
+                run = fusion.convex(sparse.run, dense.run, alpha=alpha, norm=method, top_k=depth)
+                details = {
+                    "method": method,
+                    "alpha": alpha,
+                    "tuned_on": self.config.tune_split,
+                    "tuning": table,
+                }
+            latency = {
+                key: sparse.latency_ms[key] + dense.latency_ms[key]
+                for key in ("mean_ms",)
+                if key in sparse.latency_ms
+            }
+            out.append(
+                SystemResult(
+                    name=f"hybrid {method} ({sparse.details['query_mode']} + dense)",
+                    kind="hybrid",
+                    metrics=self.evaluate(run),
+                    run=run,
+                    latency_ms=latency,
+                    details=details,
+                )
+            )
+        return out
+
+    # -- baselines ----------------------------------------------------------------------------
+    def baseline_system(self, name: str) -> SystemResult:
+        from lsr.baselines.bm25 import Bm25sBaseline, PyseriniBm25Baseline
+        from lsr.indexing import corpus_file
+        from lsr.metrics import latency_stats
+
+        started = time.perf_counter()
+        if name == "bm25s":
+            baseline: Any = Bm25sBaseline().index(self.corpus)
+            details: dict[str, Any] = {"k1": 1.5, "b": 0.75, "tokenizer": "bm25s default (en)"}
+        else:
+            key = _digest(str(corpus_file(self.config.data).absolute()))
+            baseline = PyseriniBm25Baseline.build(self.corpus, self.cache / f"lucene-bm25-{key}")
+            details = {"k1": 0.9, "b": 0.4, "analyzer": "Lucene default English (Porter)"}
+        details["index_seconds"] = round(time.perf_counter() - started, 2)
+        baseline.search({"warm-up": self.texts[0]}, 10)
+        run: Run = {}
+        seconds = []
+        for qid, text in zip(self.qids, self.texts, strict=True):
+            t0 = time.perf_counter()
+            run[qid] = baseline.search({qid: text}, self.config.depth)[qid]
+            seconds.append(time.perf_counter() - t0)
+        return SystemResult(
+            name=f"BM25 ({name})",
+            kind="bm25",
+            metrics=self.evaluate(run),
+            run=run,
+            latency_ms=latency_stats(seconds),
+            details=details,
+        )
+
+
+def _hits_to_run(qids: Sequence[str], hits: Sequence[Sequence[Any]]) -> Run:
+    return {q: [(h.doc_id, float(h.score)) for h in hs] for q, hs in zip(qids, hits, strict=True)}
+
+
+def run_beir(config: BeirEvalConfig, *, log: Log = print, progress: bool = False) -> dict[str, Any]:
+    """Run the evaluation ``config`` describes; write runs and reports; return the report."""
+    from lsr.data import write_trec_run
+
+    started = time.perf_counter()
+    config.output.mkdir(parents=True, exist_ok=True)
+    ev = BeirEvaluation(config, log, progress)
+    systems: list[SystemResult] = []
+    for name in config.baselines:
+        systems.append(ev.baseline_system(name))
+        log(_line(systems[-1]))
+    dense = None
+    if config.mode in ("dense", "hybrid"):
+        dense = ev.dense_system()
+        systems.append(dense)
+        log(_line(dense))
+    if config.mode in ("sparse", "hybrid"):
+        for query_mode in config.query_modes:
+            sparse, retriever = ev.sparse_system(query_mode)
+            systems.append(sparse)
+            log(_line(sparse))
+            if dense is not None:
+                for hybrid in ev.hybrid_systems(sparse, retriever, dense):
+                    systems.append(hybrid)
+                    log(_line(hybrid))
+    for system in systems:
+        system.details["run_file"] = f"{_slug(system.name)}.trec"
+        write_trec_run(
+            system.run, config.output / system.details["run_file"], tag=_slug(system.name)
+        )
+    report = {
+        "dataset": config.data.name,
+        "split": config.split,
+        "queries": len(ev.qids),
+        "config": json.loads(config.model_dump_json()),
+        "machine": {"python": platform.python_version(), "cpu": platform.processor()},
+        "seconds": round(time.perf_counter() - started, 1),
+        "systems": [s.to_json() for s in systems],
+    }
+    from lsr.report import write_reports
+
+    write_reports(report, config.output)
+    return report
+
+
+def _slug(name: str) -> str:
+    keep = [c if c.isalnum() else "-" for c in name.lower()]
+    return "-".join(filter(None, "".join(keep).split("-")))
+
+
+def _line(system: SystemResult) -> str:
+    m = system.metrics
+    latency = system.latency_ms.get("mean_ms")
+    tail = f", {latency:.2f} ms/query" if latency is not None else ""
+    return (
+        f"{system.name}: nDCG@10 {m['ndcg@10']:.4f}, R@100 {m['recall@100']:.4f}, "
+        f"MRR@10 {m['mrr@10']:.4f}{tail}"
+    )

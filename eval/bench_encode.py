@@ -41,7 +41,7 @@ import torch
 from eval.bench_index import machine_info
 from lsr.encoders.base import EncoderConfig, SideConfig
 from lsr.encoders.splade import pool_screened
-from lsr.encoders.transformer import SpladeSide, _cpu_has_native_bf16, load_transformer_sides
+from lsr.encoders.transformer import SpladeSide, cpu_has_native_bf16, load_transformer_sides
 from lsr.sparse import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,6 +91,7 @@ def race(systems: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[
     for _ in range(repeats):
         for name, run in systems.items():
             times[name].append(timed(run))
+            print(f"  {name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
     return times
 
 
@@ -330,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "transformers": transformers.__version__,
         "sentence_transformers": sentence_transformers.__version__,
         "torch_threads": torch.get_num_threads(),
-        "native_bf16": _cpu_has_native_bf16(),
+        "native_bf16": cpu_has_native_bf16(),
         "loadavg": [round(x, 2) for x in os.getloadavg()],
     }
     report: dict[str, Any] = {

@@ -124,8 +124,12 @@ def _activate(x: torch.Tensor) -> torch.Tensor:
 
 
 def pool_reference(logits: torch.Tensor, pool: torch.Tensor, pooling: Pooling) -> torch.Tensor:
-    """``pool_t log1p(relu(logits))`` over pooled positions: [B, L, V] -> [B, V] float32."""
-    weights = _activate(logits.float()) * pool.unsqueeze(-1).to(torch.float32)
+    """``pool_t log1p(relu(logits))`` over pooled positions: [B, L, V] -> [B, V] float32.
+
+    Works in place on ``logits`` (one [B, L, V] tensor is enough; they are not needed after).
+    """
+    weights = logits.float().relu_().log1p_()
+    weights.mul_(pool.unsqueeze(-1).to(torch.float32))
     return weights.amax(dim=1) if pooling == "max" else weights.sum(dim=1)
 
 

@@ -468,7 +468,7 @@ class SpladeSide(TransformerSide):
                 error,
             )
             return "reference"
-        native_bf16 = backbone.device.type == "cpu" and _cpu_has_native_bf16()
+        native_bf16 = backbone.device.type == "cpu" and cpu_has_native_bf16()
         if projection == "auto":
             cpu_fp32 = backbone.device.type == "cpu" and backbone.dtype == torch.float32
             return "screened" if cpu_fp32 and native_bf16 else "tiled"
@@ -506,7 +506,7 @@ def _dense_triplets(dense: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.nda
 _NATIVE_BF16: bool | None = None
 
 
-def _cpu_has_native_bf16() -> bool:
+def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX: oneDNN runs bf16 matmuls natively (else they are emulated, slow)."""
     global _NATIVE_BF16
     if _NATIVE_BF16 is None:

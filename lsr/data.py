@@ -18,24 +18,19 @@ the order given). :func:`sort_hits` orders equal scores by docid ascending.
 
 from __future__ import annotations
 
-import json
-import os
-import uuid
 import warnings
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from lsr.errors import InputError
-from lsr.sparse import open_text
+from lsr.index.format import atomic_write
+from lsr.sparse import READ_ERRORS, iter_json_objects, open_text
 
 Hits = Sequence[tuple[str, float]] | Mapping[str, float]
 Run = Mapping[str, Hits]
 Qrels = dict[str, dict[str, int]]
-
-_READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError)
 
 
 # -- locating files ------------------------------------------------------------------------------
@@ -66,24 +61,6 @@ def qrels_path(path: str | Path, split: str = "test") -> Path:
 
 
 # -- JSONL records -------------------------------------------------------------------------------
-def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line; errors name the file and line."""
-    try:
-        with open_text(path) as handle:
-            for lineno, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"malformed JSON ({exc.msg})", path, lineno) from None
-                if not isinstance(record, dict):
-                    raise InputError("expected a JSON object", path, lineno)
-                yield lineno, record
-    except _READ_ERRORS as exc:
-        raise InputError(f"cannot read: {exc}", path) from None
-
-
 def _field(record: dict[str, Any], key: str, path: Path, lineno: int, *, required: bool) -> str:
     value = record.get(key)
     if value is None:
@@ -101,7 +78,7 @@ def _field(record: dict[str, Any], key: str, path: Path, lineno: int, *, require
 
 def _iter_texts(path: Path, *, title: bool) -> Iterator[tuple[str, str]]:
     seen: dict[str, int] = {}
-    for lineno, record in _records(path):
+    for lineno, record in iter_json_objects(path):
         rid = _field(record, "_id", path, lineno, required=True)
         if rid in seen:
             raise InputError(f"duplicate id {rid!r} (first on line {seen[rid]})", path, lineno)
@@ -127,7 +104,7 @@ def count_corpus(path: str | Path) -> int:
     try:
         with open_text(path) as handle:
             return sum(1 for line in handle if line.strip())
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise InputError(f"cannot read: {exc}", path) from None
 
 
@@ -175,7 +152,7 @@ def _read_qrels(path: Path) -> tuple[Qrels, dict[str, int]]:
                         lineno,
                     )
                 judged[docid] = score
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise InputError(f"cannot read: {exc}", path) from None
     return qrels, first_line
 
@@ -264,17 +241,12 @@ def write_trec_run(
     """
     path = Path(path)
     _check_token(tag, "run tag")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".tmp.gz" if path.suffix == ".gz" else ".tmp"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
-    try:
+
+    def write(tmp: Path) -> None:
         with open_text(tmp, "xt") as handle:
             _write_run(handle, results, tag, depth, score_format)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 def _write_run(
@@ -316,6 +288,6 @@ def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:
                         f"document {docid!r} appears twice for query {qid!r}", path, lineno
                     )
                 hits[docid] = score
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise InputError(f"cannot read: {exc}", path) from None
     return run

@@ -85,15 +85,6 @@ def default_work_dir(output: Path) -> Path:
     return output.absolute().parent / f".{output.name}.lsr-shards"
 
 
-def _atomic_save(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")  # savez wants .npz
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 class ShardStore:
     """Shard files of one job in a work directory (see module docstring)."""
 
@@ -114,7 +105,7 @@ class ShardStore:
 
     def _save_job(self) -> None:
         body = json.dumps({"job": self.job, "shards": self.stats}, indent=1)
-        _atomic_save(self.directory / JOB_FILE, lambda p: p.write_text(body))
+        fmt.atomic_write(self.directory / JOB_FILE, lambda p: p.write_text(body))
 
     def sparse_path(self, shard: int) -> Path:
         return self.directory / f"sparse-{shard:06d}.npz"
@@ -132,9 +123,9 @@ class ShardStore:
     def save(
         self, shard: int, batch: SparseBatch, dense: np.ndarray | None, stats: dict[str, int]
     ) -> None:
-        _atomic_save(self.sparse_path(shard), lambda p: write_npz(batch, p))
+        fmt.atomic_write(self.sparse_path(shard), lambda p: write_npz(batch, p))
         if dense is not None:
-            _atomic_save(
+            fmt.atomic_write(
                 self.dense_path(shard), lambda p: np.save(p, dense.astype(np.float32), False)
             )
         self.stats[str(shard)] = stats

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from lsr.index.format import atomic_write
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -87,18 +88,13 @@ def plot(report: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_reports(report: dict[str, Any], directory: Path, stem: str = "results") -> list[Path]:
     """Write ``<stem>.json``, ``<stem>.md`` and (with matplotlib) ``<stem>.png``."""
     directory.mkdir(parents=True, exist_ok=True)
     written = [directory / f"{stem}.json", directory / f"{stem}.md"]
-    _write_text(written[0], json.dumps(report, indent=2, sort_keys=False) + "\n")
-    _write_text(written[1], markdown(report))
+    body = json.dumps(report, indent=2, sort_keys=False) + "\n"
+    atomic_write(written[0], lambda tmp: tmp.write_text(body, encoding="utf-8"))
+    atomic_write(written[1], lambda tmp: tmp.write_text(markdown(report), encoding="utf-8"))
     if plot(report, directory / f"{stem}.png"):
         written.append(directory / f"{stem}.png")
     return written

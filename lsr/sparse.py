@@ -16,7 +16,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -187,6 +187,30 @@ def open_text(path: str | Path, mode: str = "rt") -> IO[str]:
     return open(path, mode, encoding="utf-8")
 
 
+READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError)  # gzip truncation, bad bytes
+
+
+def iter_json_objects(
+    path: str | Path, *, what: str = "a JSON object"
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL(.gz) file; errors name the file
+    and line (``what`` says what a line should be)."""
+    try:
+        with open_text(path) as handle:
+            for lineno, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"malformed JSON ({exc.msg})", path, lineno) from None
+                if not isinstance(record, dict):
+                    raise InputError(f"expected {what}", path, lineno)
+                yield lineno, record
+    except READ_ERRORS as exc:
+        raise InputError(f"cannot read: {exc}", path) from None
+
+
 def iter_jsonl_batches(
     path: str | Path,
     vocab: Vocabulary | None = None,
@@ -201,24 +225,14 @@ def iter_jsonl_batches(
     """
     vocab = vocab if vocab is not None else Vocabulary()
     rows = _RowBuffer(vocab, unknown=unknown, path=path)
-    try:
-        with open_text(path) as handle:
-            for lineno, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"malformed JSON ({exc.msg})", path, lineno) from None
-                if not isinstance(record, dict) or "id" not in record or "vector" not in record:
-                    raise InputError('expected an object with "id" and "vector"', path, lineno)
-                rows.add(record["vector"], line=lineno)
-                rows.ids.append(str(record["id"]))
-                if rows.n_rows >= chunk_size:
-                    yield rows.to_batch()
-                    rows.clear()
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:  # gzip truncation, bad bytes
-        raise InputError(f"cannot read: {exc}", path) from None
+    for lineno, record in iter_json_objects(path, what='an object with "id" and "vector"'):
+        if "id" not in record or "vector" not in record:
+            raise InputError('expected an object with "id" and "vector"', path, lineno)
+        rows.add(record["vector"], line=lineno)
+        rows.ids.append(str(record["id"]))
+        if rows.n_rows >= chunk_size:
+            yield rows.to_batch()
+            rows.clear()
     if rows.n_rows:
         yield rows.to_batch()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from eval.bench_index import machine_info
 from eval.fidelity import SCIFACT, SPLADE_TINY
-from lsr.evaluation import BeirEvalConfig, run_beir
+from lsr.beir_eval import BeirEvalConfig, run_beir
 from lsr.report import write_reports
 
 HERE = Path(__file__).parent

@@ -39,9 +39,11 @@ import scipy.sparse as sp
 import torch
 
 from eval.bench_index import machine_info
-from lsr.encoders.base import EncoderConfig, SideConfig
-from lsr.encoders.splade import pool_screened
-from lsr.encoders.transformer import SpladeSide, cpu_has_native_bf16, load_transformer_sides
+from lsr.encoders.config import EncoderConfig, SideConfig
+from lsr.encoders.device import cpu_has_native_bf16
+from lsr.encoders.projection import pool_screened
+from lsr.encoders.sides import load_transformer_sides
+from lsr.encoders.splade_side import SpladeSide
 from lsr.sparse import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]

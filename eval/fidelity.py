@@ -100,10 +100,10 @@ def measure(
     log=print,
 ) -> dict[str, Any]:
     """nDCG@10 of the pipeline and of the independent computations (module docstring)."""
-    from lsr.data import iter_corpus, load_beir
+    from lsr.corpus import corpus_file, iter_corpus, load_beir
     from lsr.encoders import EncoderConfig, SideConfig, load_encoder
-    from lsr.index.searcher import SparseIndex
-    from lsr.indexing import corpus_file, index_corpus
+    from lsr.index.sparse_index import SparseIndex
+    from lsr.ingest import index_corpus
     from lsr.metrics import evaluate
     from lsr.retrieval import Retriever
 
@@ -147,8 +147,8 @@ def measure(
     encoder = load_encoder(config)
     dids, dtexts = zip(*iter_corpus(corpus), strict=True)
     dids = list(dids)
-    d = encoder.encode_documents(list(dtexts), dids).matrix
-    q = encoder.encode_queries(texts, qids).matrix
+    d = encoder.encode_document(list(dtexts), dids).matrix
+    q = encoder.encode_query(texts, qids).matrix
     brute = pytrec_ndcg10(qrels, brute_force_run(q, d, qids, dids))
     timings["brute_force_s"] = time.perf_counter() - started
     log(f"brute force + pytrec_eval: nDCG@10 {brute:.4f}")

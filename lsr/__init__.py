@@ -2,28 +2,57 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Hit", "SparseBatch", "SparseIndex", "Vocabulary", "__version__"]
-
-if TYPE_CHECKING:
-    from lsr.index.searcher import Hit, SparseIndex
-    from lsr.sparse import SparseBatch
-    from lsr.vocab import Vocabulary
 
 _EXPORTS = {
-    "Hit": "lsr.index.searcher",
-    "SparseIndex": "lsr.index.searcher",
+    "Hit": "lsr.types",
     "SparseBatch": "lsr.sparse",
     "Vocabulary": "lsr.vocab",
+    "SparseIndex": "lsr.index.sparse_index",
+    "DenseIndex": "lsr.index.dense_index",
+    "Retriever": "lsr.retrieval",
+    "FusionConfig": "lsr.retrieval",
+    "EncoderConfig": "lsr.encoders.config",
+    "SideConfig": "lsr.encoders.config",
+    "load_encoder": "lsr.encoders.loading",
 }
+__all__ = [
+    "DenseIndex",
+    "EncoderConfig",
+    "FusionConfig",
+    "Hit",
+    "Retriever",
+    "SideConfig",
+    "SparseBatch",
+    "SparseIndex",
+    "Vocabulary",
+    "__version__",
+    "load_encoder",
+]
+
+if TYPE_CHECKING:
+    from lsr.encoders.config import EncoderConfig, SideConfig
+    from lsr.encoders.loading import load_encoder
+    from lsr.index.dense_index import DenseIndex
+    from lsr.index.sparse_index import SparseIndex
+    from lsr.retrieval import FusionConfig, Retriever
+    from lsr.sparse import SparseBatch
+    from lsr.types import Hit
+    from lsr.vocab import Vocabulary
 
 
 def __getattr__(name: str) -> Any:
-    """Import on first use, so `lsr --help` and light users do not pay for Numba."""
-    if name in _EXPORTS:
-        import importlib
+    """Import on first use, so `lsr --help` and light users pay for neither Numba nor torch."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lsr' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
 
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'lsr' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

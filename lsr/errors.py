@@ -25,3 +25,7 @@ class UnknownTermError(InputError):
 
 class IndexFormatError(LsrError):
     """An index directory that is missing, truncated, corrupted or of another format version."""
+
+
+class MissingExtraError(LsrError, ImportError):
+    """A feature needs an optional dependency group (``pip install 'lsr[extra]'``)."""

@@ -26,12 +26,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from lsr.data import Run, hits_to_dict, run_to_dicts, sort_hits
 from lsr.errors import InputError
+from lsr.runs import hits_to_dict, run_to_dicts, sort_hits
+from lsr.types import Hit, Ranked, RunLike
+
+if TYPE_CHECKING:
+    from lsr.retrieval import FusionConfig
 
 NORMS = ("minmax", "zscore", None)
-Ranked = dict[str, list[tuple[str, float]]]
 
 
 def _normalize_one(scores: Mapping[str, float], method: str | None) -> dict[str, float]:
@@ -58,13 +62,13 @@ def _ranked(fused: Mapping[str, Mapping[str, float]], top_k: int | None) -> Rank
     return {q: sort_hits(hits)[:top_k] for q, hits in fused.items()}
 
 
-def normalize(run: Run, method: str | None = "minmax") -> Ranked:
+def normalize(run: RunLike, method: str | None = "minmax") -> Ranked:
     """Each query's scores normalised on their own (see the module docstring)."""
     return _ranked({q: _normalize_one(h, method) for q, h in run_to_dicts(run).items()}, None)
 
 
 def combine(
-    runs: Sequence[Run],
+    runs: Sequence[RunLike],
     weights: Sequence[float],
     norm: str | None = "minmax",
     top_k: int | None = None,
@@ -90,8 +94,8 @@ def combine(
 
 
 def convex(
-    run_a: Run,
-    run_b: Run,
+    run_a: RunLike,
+    run_b: RunLike,
     alpha: float,
     norm: str | None = "minmax",
     top_k: int | None = None,
@@ -102,23 +106,32 @@ def convex(
     return combine([run_a, run_b], [alpha, 1.0 - alpha], norm, top_k)
 
 
-def rrf(runs: Sequence[Run], k: float = 60, top_k: int | None = None) -> Ranked:
-    """Reciprocal rank fusion: ``sum 1 / (k + rank)`` with ranks from 1 in each run."""
+def rrf(
+    runs: Sequence[RunLike],
+    k: float = 60,
+    top_k: int | None = None,
+    weights: Sequence[float] | None = None,
+) -> Ranked:
+    """Reciprocal rank fusion: ``sum_i w_i / (k + rank_i)`` with ranks from 1 in each run
+    (``weights`` default to 1 each, the original formulation)."""
     if k < 0:
         raise InputError(f"the RRF constant k must be >= 0, got {k}")
+    weights = [1.0] * len(runs) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(runs) or any(not math.isfinite(w) or w < 0 for w in weights):
+        raise InputError(f"RRF needs one finite weight >= 0 per run, got {weights}")
     fused: dict[str, dict[str, float]] = {}
-    for run in runs:
+    for run, weight in zip(runs, weights, strict=True):
         for q, hits in run.items():
             scores = fused.setdefault(str(q), {})
             for rank, (doc, _) in enumerate(sort_hits(hits_to_dict(hits, str(q))), start=1):
-                scores[doc] = scores.get(doc, 0.0) + 1.0 / (k + rank)
+                scores[doc] = scores.get(doc, 0.0) + weight / (k + rank)
     return _ranked(fused, top_k)
 
 
 def tune_alpha(
     qrels_train: Mapping[str, Mapping[str, int]],
-    run_a_train: Run,
-    run_b_train: Run,
+    run_a_train: RunLike,
+    run_b_train: RunLike,
     grid: Sequence[float] = tuple(i / 20 for i in range(21)),
     norm: str | None = "minmax",
     metric: str = "ndcg_cut_10",
@@ -142,3 +155,16 @@ def tune_alpha(
     ]
     best = max(table, key=lambda row: row[1])  # max keeps the first of equal values
     return best[0], table
+
+
+def fuse_hits(sparse: list[Hit], dense: list[Hit], k: int, fusion: FusionConfig) -> list[Hit]:
+    """One query's sparse and dense hits fused as ``fusion`` says, best ``k`` first."""
+    runs = [
+        {"q": [(h.doc_id, h.score) for h in sparse]},
+        {"q": [(h.doc_id, h.score) for h in dense]},
+    ]
+    if fusion.method == "rrf":
+        fused = rrf(runs, k=fusion.rrf_k)
+    else:
+        fused = convex(*runs, alpha=fusion.alpha, norm=fusion.method)
+    return [Hit(doc, float(score)) for doc, score in fused.get("q", [])[:k]]

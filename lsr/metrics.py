@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from lsr.data import Run, run_to_dicts
 from lsr.errors import InputError
+from lsr.runs import run_to_dicts
 from lsr.sparse import SparseBatch
+from lsr.types import RunLike
 
 DEFAULT_METRICS = ("ndcg_cut_10", "recall_100", "mrr_10")
 _NAME = re.compile(r"^(ndcg_cut|recall|P|map_cut|mrr)_(\d+)$")
@@ -64,7 +65,7 @@ def _top(hits: Mapping[str, float], k: int) -> dict[str, float]:
 
 def evaluate(
     qrels: Mapping[str, Mapping[str, int]],
-    run: Run,
+    run: RunLike,
     metrics: Sequence[str] = DEFAULT_METRICS,
 ) -> Evaluation:
     """Evaluate ``run`` against ``qrels`` (see the module docstring for definitions and means)."""

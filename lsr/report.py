@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lsr.index.format import atomic_write
+from lsr.io import atomic_write
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -14,13 +14,18 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """A Markdown table of every system in ``report`` (see :func:`lsr.evaluation.run_beir`)."""
+    """A Markdown table of every system in ``report`` (see :func:`lsr.beir_eval.run_beir`)."""
     lines = [
         f"# {report['dataset']} ({report['split']}, {report['queries']} queries)",
         "",
-        "| system | nDCG@10 | R@100 | MRR@10 | latency ms (mean) | encode ms | search ms "
-        "| FLOPS | index MB | doc encode docs/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *(
+            ["**Incomplete: the run stopped before every system was evaluated.**", ""]
+            if not report.get("complete", True)
+            else []
+        ),
+        "| system | nDCG@10 | R@100 | MRR@10 | latency ms mean | p50 | p99 | encode ms "
+        "| search ms | FLOPS | index MB | doc encode docs/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in report["systems"]:
         m, d = s["metrics"], s["details"]
@@ -28,25 +33,26 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {s['name']} | {m['ndcg@10']:.4f} | {m['recall@100']:.4f} | {m['mrr@10']:.4f} "
             f"| {_fmt(s['latency_ms'].get('mean_ms'), '.3f')} "
+            f"| {_fmt(s['latency_ms'].get('p50_ms'), '.3f')} "
+            f"| {_fmt(s['latency_ms'].get('p99_ms'), '.3f')} "
             f"| {_fmt(s['encode_ms'].get('mean_ms'), '.3f')} "
             f"| {_fmt(s['search_ms'].get('mean_ms'), '.3f')} "
             f"| {_fmt(d.get('flops'), '.3f')} "
             f"| {_fmt(index_mb / 2**20 if index_mb else None, '.1f')} "
             f"| {_fmt(d.get('docs_per_second'), ',.1f')} |"
         )
-    tuned = [s for s in report["systems"] if "alpha" in s["details"]]
-    if tuned:
-        lines += [
-            "",
-            "Convex fusion weights (α on the sparse run) were tuned on the "
-            f"`{report['config']['tune_split']}` split:",
-            "",
-        ]
-        for s in tuned:
-            lines.append(f"- {s['name']}: α = {s['details']['alpha']}")
+    convex = [s for s in report["systems"] if "alpha" in s["details"]]
+    if convex:
+        lines += ["", "Convex fusion weights (α on the sparse run):", ""]
+        for s in convex:
+            split = s["details"].get("tuned_on")
+            how = f"tuned on the `{split}` split" if split else "fixed, not tuned"
+            lines.append(f"- {s['name']}: α = {s['details']['alpha']} ({how})")
     lines += [
         "",
-        "Latency: one query at a time (query encoding + search), as a service sees it. "
+        "Latency: one query at a time (query encoding + search), as a service sees it, after "
+        "untimed warm-up queries (kernel compilation and first calls are not counted); "
+        "hybrid latency adds each query's sparse and dense times. "
         "FLOPS: expected multiplications per query–document pair, Σ_j p_q(j)·p_d(j) "
         "(Formal et al., 2021), over this split's queries and the indexed documents.",
         "",

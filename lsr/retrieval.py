@@ -2,24 +2,35 @@
 
 ``Retriever.open(path)`` reads the sparse index's manifest: an inference-free index answers with
 its stored tokenizer and IDF table (no model is loaded); a siamese one loads the model's query
-side on first use. A dense companion index (``lsr index build --dense``) enables ``dense`` and
-``hybrid`` search.
+side on first use (``model=`` points at a copy when the recorded path is gone). A dense
+companion index (``lsr index build --dense``) enables ``dense`` and ``hybrid`` search.
+
+A Retriever is safe to share between threads: encoders load once (under a lock), and timings
+are reported per call into a :class:`Timings` the caller owns, never accumulated on the object.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from lsr.errors import InputError
-from lsr.index.searcher import Hit, SparseIndex
+from lsr.index.sparse_index import SparseIndex
 from lsr.sparse import SparseBatch
+from lsr.types import Hit, check_k
+
+if TYPE_CHECKING:
+    from lsr.encoders.base import SideEncoder
+    from lsr.encoders.dense_encoder import DenseEncoder
+    from lsr.index.dense_index import DenseIndex
 
 Mode = Literal["sparse", "dense", "hybrid"]
 MODES: tuple[str, ...] = ("sparse", "dense", "hybrid")
+FUSIONS: tuple[str, ...] = ("rrf", "minmax", "zscore")
 
 
 @dataclass
@@ -31,10 +42,17 @@ class FusionConfig:
     rrf_k: int = 60
     depth: int = 100  # hits taken from each run before fusing
 
+    def __post_init__(self) -> None:
+        if self.method not in FUSIONS:
+            raise InputError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.method!r}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise InputError(f"alpha must lie in [0, 1], got {self.alpha}")
+        check_k(self.depth, "fusion depth")
+
 
 @dataclass
 class Timings:
-    """Seconds spent encoding queries and searching, summed over a call."""
+    """Seconds one call spent encoding queries and searching (pass one in to have it filled)."""
 
     encode: float = 0.0
     search: float = 0.0
@@ -43,7 +61,9 @@ class Timings:
 class Retriever:
     """A sparse index (and optional dense companion) that takes text queries."""
 
-    def __init__(self, sparse: SparseIndex, dense: Any | None = None) -> None:
+    def __init__(
+        self, sparse: SparseIndex, dense: DenseIndex | None = None, *, model: str | None = None
+    ) -> None:
         if "encoder" not in sparse.manifest:
             raise InputError(
                 "this index was built from vectors and names no encoder; search it with "
@@ -52,22 +72,33 @@ class Retriever:
             )
         self.sparse = sparse
         self.dense = dense
-        self._query_encoder: Any | None = None
-        self._dense_encoder: Any | None = None
-        self.timings = Timings()
+        self.model = model  # where the siamese query model is, when not where the manifest says
+        self._query_encoder: SideEncoder | None = None
+        self._dense_encoder: DenseEncoder | None = None
+        self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, path: str | Path, *, verify: bool = False, dense: bool = True) -> Retriever:
-        """Open the index at ``path`` and, when its manifest names one, the dense companion."""
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        verify: bool = False,
+        dense: bool = True,
+        model: str | None = None,
+    ) -> Retriever:
+        """Open the index at ``path`` and, when its manifest names one, the dense companion.
+
+        ``model``: the siamese query model's location, when it moved since the index was built.
+        """
         sparse = SparseIndex.open(path, verify=verify)
         dense_index = None
         companion = sparse.manifest.get("dense")
         if dense and companion:
-            from lsr.dense import DenseIndex
+            from lsr.index.dense_index import DenseIndex
 
             dense_path = (Path(path).absolute().parent / companion["path"]).resolve()
             dense_index = DenseIndex.open(dense_path, verify=verify)
-        return cls(sparse, dense_index)
+        return cls(sparse, dense_index, model=model)
 
     @property
     def query_mode(self) -> str:
@@ -79,28 +110,56 @@ class Retriever:
 
     # -- encoders (loaded on first use) -------------------------------------------------------
     @property
-    def query_encoder(self) -> Any:
+    def query_encoder(self) -> SideEncoder:
         if self._query_encoder is None:
-            from lsr.encoders import load_query_encoder
+            with self._lock:
+                if self._query_encoder is None:
+                    from lsr.encoders.loading import load_query_encoder
 
-            self._query_encoder = load_query_encoder(
-                self.sparse.manifest["encoder"], self.sparse.path
-            )
+                    self._query_encoder = load_query_encoder(
+                        self.sparse.manifest["encoder"], self.sparse.path, model=self.model
+                    )
         return self._query_encoder
 
     @property
-    def dense_encoder(self) -> Any:
+    def dense_encoder(self) -> DenseEncoder:
+        if self.dense is None:
+            raise InputError("this index has no dense companion", self.sparse.path)
         if self._dense_encoder is None:
-            from lsr.encoders.dense import DenseEncoder
+            with self._lock:
+                if self._dense_encoder is None:
+                    from lsr.encoders.dense_encoder import DenseEncoder
 
-            self._dense_encoder = DenseEncoder.from_identity(self.dense.manifest["encoder"])
+                    self._dense_encoder = DenseEncoder.from_identity(self.dense.manifest["encoder"])
         return self._dense_encoder
 
-    def encode_queries(self, texts: Sequence[str], ids: Sequence[str] | None = None) -> SparseBatch:
+    def encode_query(self, texts: Sequence[str], ids: Sequence[str] | None = None) -> SparseBatch:
+        """Sparse query vectors, as this index's query side makes them."""
         return self.query_encoder.encode(list(texts), ids)
 
+    def warm_up(self, k: int = 10, *, mode: Mode = "sparse") -> dict[str, float]:
+        """Load the encoders ``mode`` needs and compile the kernels; seconds spent per stage.
+
+        What a first query would otherwise pay on top of its own latency (model load, torch's
+        first call, Numba compilation or cache load).
+        """
+        self._check(mode)
+        spent: dict[str, float] = {}
+        started = time.perf_counter()
+        if mode != "dense":
+            self.query_encoder.encode_one("warm up")
+            spent["query encoder"] = time.perf_counter() - started
+            started = time.perf_counter()
+            self.sparse.warm_up(k)
+            spent["kernels"] = time.perf_counter() - started
+        if mode != "sparse":
+            started = time.perf_counter()
+            self.dense_encoder.encode_query(["warm up"])
+            spent["dense encoder"] = time.perf_counter() - started
+        return spent
+
     # -- search -------------------------------------------------------------------------------
-    def _check(self, mode: str, k: int) -> None:
+    def _check(self, mode: str) -> None:
         if mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if mode != "sparse" and self.dense is None:
@@ -108,14 +167,31 @@ class Retriever:
                 f"{mode} search needs a dense index: build with `lsr index build --dense MODEL`",
                 self.sparse.path,
             )
-        if k < 1:
-            raise InputError(f"k must be a positive integer, got {k}")
 
     def search(
-        self, text: str, k: int = 10, *, mode: Mode = "sparse", fusion: FusionConfig | None = None
+        self,
+        text: str,
+        k: int = 10,
+        *,
+        mode: Mode = "sparse",
+        fusion: FusionConfig | None = None,
+        timings: Timings | None = None,
     ) -> list[Hit]:
-        """Top-k hits for one text query."""
-        return self.batch_search([text], k, mode=mode, fusion=fusion, threads=1)[0]
+        """Top-k hits for one text query (the low-latency path: no batch machinery)."""
+        if mode != "sparse":
+            return self.batch_search([text], k, mode=mode, fusion=fusion, timings=timings)[0]
+        k = check_k(k)
+        self._check(mode)
+        if not isinstance(text, str):
+            raise InputError(f"a query is a string, got {type(text).__name__}")
+        started = time.perf_counter()
+        query = self.query_encoder.encode_one(text)
+        encoded = time.perf_counter()
+        hits = self.sparse.search(query, k)
+        if timings is not None:
+            timings.encode += encoded - started
+            timings.search += time.perf_counter() - encoded
+        return hits
 
     def batch_search(
         self,
@@ -125,43 +201,40 @@ class Retriever:
         mode: Mode = "sparse",
         fusion: FusionConfig | None = None,
         threads: int | None = None,
+        timings: Timings | None = None,
     ) -> list[list[Hit]]:
         """Top-k hits for each text query, by sparse, dense or hybrid (fused) retrieval."""
-        self._check(mode, k)
+        k = check_k(k)
+        self._check(mode)
         texts = list(texts)
         if not texts:
             return []
         fusion = fusion or FusionConfig()
         depth = k if mode != "hybrid" else max(k, fusion.depth)
+        timings = timings if timings is not None else Timings()
         sparse_hits = dense_hits = None
         if mode in ("sparse", "hybrid"):
             started = time.perf_counter()
-            queries = self.encode_queries(texts)
+            queries = self.encode_query(texts)
             encoded = time.perf_counter()
             sparse_hits = self.sparse.batch_search(queries, depth, threads=threads)
-            self.timings.encode += encoded - started
-            self.timings.search += time.perf_counter() - encoded
+            timings.encode += encoded - started
+            timings.search += time.perf_counter() - encoded
         if mode in ("dense", "hybrid"):
             started = time.perf_counter()
-            vectors = self.dense_encoder.encode_queries(texts)
+            vectors = self.dense_encoder.encode_query(texts)
             encoded = time.perf_counter()
+            assert self.dense is not None
             dense_hits = self.dense.batch_search(vectors, depth, threads=threads)
-            self.timings.encode += encoded - started
-            self.timings.search += time.perf_counter() - encoded
+            timings.encode += encoded - started
+            timings.search += time.perf_counter() - encoded
         if mode == "sparse":
+            assert sparse_hits is not None
             return sparse_hits
         if mode == "dense":
+            assert dense_hits is not None
             return dense_hits
+        assert sparse_hits is not None and dense_hits is not None
+        from lsr.fusion import fuse_hits
+
         return [fuse_hits(s, d, k, fusion) for s, d in zip(sparse_hits, dense_hits, strict=True)]
-
-
-def fuse_hits(sparse: list[Hit], dense: list[Hit], k: int, fusion: FusionConfig) -> list[Hit]:
-    """Fuse one query's sparse and dense hits (see :mod:`lsr.fusion`)."""
-    from lsr import fusion as fusion_lib
-
-    runs = {"q": [(h.doc_id, h.score) for h in sparse]}, {"q": [(h.doc_id, h.score) for h in dense]}
-    if fusion.method == "rrf":
-        fused = fusion_lib.rrf(list(runs), k=fusion.rrf_k)
-    else:
-        fused = fusion_lib.convex(*runs, alpha=fusion.alpha, norm=fusion.method)
-    return [Hit(doc, float(score)) for doc, score in fused.get("q", [])[:k]]

@@ -6,8 +6,6 @@ gzip when the name ends in ``.gz``) and ``.npz`` (CSR arrays + ids + vocabulary)
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import math
 import zipfile
@@ -16,15 +14,23 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 
 from lsr.errors import InputError, UnknownTermError
+from lsr.io import iter_json_objects, open_text
 from lsr.vocab import Vocabulary
 
 DEFAULT_CHUNK = 8192
+
+
+class TermWeights(NamedTuple):
+    """One sparse vector as term ids of a known vocabulary and their weights (no scipy)."""
+
+    terms: np.ndarray  # int, distinct
+    weights: np.ndarray  # float32
 
 
 @dataclass
@@ -67,6 +73,12 @@ class SparseBatch:
             rows.add(vector, line=i + 1)
         ids = [str(i) for i in range(rows.n_rows)] if ids is None else [str(i) for i in ids]
         return rows.to_batch(ids)
+
+    def row(self, i: int) -> TermWeights:
+        """Row ``i`` as term ids and weights."""
+        m = self.matrix
+        lo, hi = m.indptr[i], m.indptr[i + 1]
+        return TermWeights(m.indices[lo:hi], m.data[lo:hi])
 
     def to_dicts(self) -> list[dict[str, float]]:
         tokens = self.vocab.tokens
@@ -175,42 +187,6 @@ class _RowBuffer:
 
 
 # -- JSONL ---------------------------------------------------------------------------------------
-def open_text(path: str | Path, mode: str = "rt") -> IO[str]:
-    """Open a text file, transparently gzip when the name ends in ``.gz``."""
-    path = Path(path)
-    if "r" in mode and not path.exists():
-        raise InputError("file not found", path)
-    if "r" in mode and path.is_dir():
-        raise InputError("is a directory, expected a file", path)
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, mode.replace("t", "") or "rb"), encoding="utf-8")
-    return open(path, mode, encoding="utf-8")
-
-
-READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError)  # gzip truncation, bad bytes
-
-
-def iter_json_objects(
-    path: str | Path, *, what: str = "a JSON object"
-) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line of a JSONL(.gz) file; errors name the file
-    and line (``what`` says what a line should be)."""
-    try:
-        with open_text(path) as handle:
-            for lineno, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"malformed JSON ({exc.msg})", path, lineno) from None
-                if not isinstance(record, dict):
-                    raise InputError(f"expected {what}", path, lineno)
-                yield lineno, record
-    except READ_ERRORS as exc:
-        raise InputError(f"cannot read: {exc}", path) from None
-
-
 def iter_jsonl_batches(
     path: str | Path,
     vocab: Vocabulary | None = None,

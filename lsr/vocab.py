@@ -27,6 +27,7 @@ class Vocabulary:
             self._tokens.append(token)
         self.frozen = frozen
         self.source = source
+        self._sha256: tuple[int, str] | None = None
 
     def __len__(self) -> int:
         return len(self._tokens)
@@ -35,7 +36,13 @@ class Vocabulary:
         return token in self._ids
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocabulary) and self._tokens == other._tokens
+        if self is other:
+            return True
+        if not isinstance(other, Vocabulary) or len(self) != len(other):
+            return False
+        if self.frozen and other.frozen:  # both immutable: compare cached identities
+            return self.sha256 == other.sha256
+        return self._tokens == other._tokens
 
     def __hash__(self) -> int:
         return hash(self.sha256)
@@ -61,12 +68,18 @@ class Vocabulary:
 
     @property
     def sha256(self) -> str:
-        """Identity of the vocabulary: a hash of its tokens in order."""
+        """Identity of the vocabulary: a hash of its tokens in order (cached once frozen)."""
+        cached = self._sha256
+        if cached is not None and cached[0] == len(self._tokens):
+            return cached[1]
         digest = hashlib.sha256()
         for token in self._tokens:
             digest.update(token.encode("utf-8"))
             digest.update(b"\n")
-        return digest.hexdigest()
+        value = digest.hexdigest()
+        if self.frozen:
+            self._sha256 = (len(self._tokens), value)
+        return value
 
     def frozen_copy(self) -> Vocabulary:
         return Vocabulary(self._tokens, frozen=True, source=self.source)

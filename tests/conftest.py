@@ -75,7 +75,7 @@ def write_beir_slice(
     import gzip
     import json
 
-    from lsr.data import load_corpus, load_qrels, load_queries
+    from lsr.corpus import load_corpus, load_qrels, load_queries
 
     corpus = load_corpus(SCIFACT_BEIR)
     queries = load_queries(SCIFACT_BEIR)

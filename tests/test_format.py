@@ -16,6 +16,7 @@ from conftest import REPO, random_batch
 from lsr import SparseIndex
 from lsr.errors import IndexFormatError, InputError
 from lsr.index.builder import BuildConfig
+from lsr.io import sha256_file
 
 
 @pytest.fixture()
@@ -263,7 +264,52 @@ def test_crash_between_fallback_renames_recovers_old_index(tmp_path, monkeypatch
         )
     monkeypatch.setattr(fmt.os, "rename", real_rename)
     assert not target.exists()
-    assert SparseIndex.open(target).search({"t3": 1.0}, 3) == expected  # recovered on open
+    parked = fmt.previous_path(target.absolute())
+    # a reader never writes: it names the repair and leaves the parked index where it is
+    with pytest.raises(IndexFormatError, match="lsr index repair"):
+        SparseIndex.open(target)
+    assert parked.is_dir() and not target.exists()
+    # the next writer, or an explicit repair, puts it back
+    assert fmt.repair(target) == [
+        f"restored {target} from {parked.name} (a replace was interrupted)"
+    ]
+    assert SparseIndex.open(target).search({"t3": 1.0}, 3) == expected
+    assert fmt.repair(target) == []
+
+
+def test_opening_an_index_never_writes(tmp_path, monkeypatch):
+    """A reader must work where nothing can be written (a read-only mount, another user's index):
+    every call that could change the filesystem fails while the index is opened and searched."""
+    import builtins
+    import os as _os
+    import shutil as _shutil
+
+    docs = random_batch(np.random.default_rng(5), 40, 20, density=0.3)
+    target = tmp_path / "ro"
+    expected = SparseIndex.build(docs, target).search({"t1": 1.0, "t2": 0.5}, 5)
+    parked = tmp_path / ".ro.lsr-previous"  # a stray parked sibling is not the reader's business
+    parked.mkdir()
+    (parked / "manifest.json").write_text("{}")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(f"read-only: {args[:1]}")
+
+    real_open = builtins.open
+
+    def read_only_open(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+"):
+            raise PermissionError(f"read-only: {file}")
+        return real_open(file, mode, *args, **kwargs)
+
+    for name in ("rename", "replace", "mkdir", "makedirs", "unlink", "remove", "rmdir"):
+        monkeypatch.setattr(_os, name, refuse)
+    monkeypatch.setattr(_shutil, "rmtree", refuse)
+    monkeypatch.setattr(builtins, "open", read_only_open)
+    index = SparseIndex.open(target)  # checksums verified too
+    assert index.search({"t1": 1.0, "t2": 0.5}, 5) == expected
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
 
 
 def test_explicit_zeros_are_not_postings(tmp_path):
@@ -295,7 +341,7 @@ def test_arrays_that_do_not_fit_together_are_refused(small):
         dtype="<f8",
         shape=[3],
         bytes=(index.path / "term_max.npy").stat().st_size,
-        sha256=fmt.sha256_file(index.path / "term_max.npy"),
+        sha256=sha256_file(index.path / "term_max.npy"),
     )
     manifest["manifest_sha256"] = fmt._manifest_digest(manifest)
     (index.path / "manifest.json").write_text(json.dumps(manifest))

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from conftest import SHARED, SPLADE_TINY, VECTORS
 
-from lsr.encoders.base import SideConfig
-from lsr.encoders.idf import IdfQueryEncoder, IdfTable
+from lsr.encoders.config import SideConfig
+from lsr.encoders.idf_side import IdfQueryEncoder
+from lsr.encoders.idf_table import IdfTable
 from lsr.errors import InputError
 from lsr.vocab import Vocabulary
 

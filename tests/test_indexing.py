@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lsr.encoders import EncoderConfig, SideConfig, load_encoder
-from lsr.indexing import ShardStore, index_corpus
+from lsr.ingest import ShardStore, index_corpus
 from lsr.retrieval import Retriever
 from tests.conftest import SPLADE_TINY, brute_force_topk
 
@@ -44,14 +44,14 @@ def siamese_index(corpus: Path, tmp_path_factory) -> Path:
 
 
 def test_text_search_equals_brute_force_over_the_encoders_vectors(siamese_index, corpus):
-    from lsr.data import iter_corpus
+    from lsr.corpus import iter_corpus
 
     retriever = Retriever.open(siamese_index)
     assert retriever.sparse.manifest["encoder"]["config"]["query_mode"] == "siamese"
     encoder = load_encoder(_config())
     ids, texts = zip(*iter_corpus(corpus), strict=True)
-    docs = encoder.encode_documents(list(texts), list(ids))
-    queries = encoder.encode_queries(QUERIES)
+    docs = encoder.encode_document(list(texts), list(ids))
+    queries = encoder.encode_query(QUERIES)
     expected = brute_force_topk(queries.matrix, docs.matrix, 10)
     got = retriever.batch_search(QUERIES, 10)
     scale = retriever.sparse.codec.scale
@@ -118,7 +118,7 @@ def test_inference_free_index_answers_without_torch(corpus, tmp_path):
     assert done.returncode == 0, done.stderr
     # the query vector is tokenizer presence x the stored IDF table
     retriever = Retriever.open(out)
-    q = retriever.encode_queries(["cancer cancer risk"])
+    q = retriever.encode_query(["cancer cancer risk"])
     weights = dict(zip(q.matrix.indices.tolist(), q.matrix.data.tolist(), strict=True))
     idf = json.loads((out / "idf.json").read_text())
     vocab = retriever.sparse.vocab
@@ -202,7 +202,7 @@ def test_cli_text_search_on_a_vector_index_explains(tmp_path, scifact):
 
 
 def test_shard_order_and_ids_are_preserved(corpus, tmp_path):
-    from lsr.data import iter_corpus
+    from lsr.corpus import iter_corpus
 
     out = tmp_path / "order"
     index_corpus(corpus, out, _config(), shard_size=7)

@@ -35,9 +35,10 @@ import numpy as np
 
 from lsr.errors import InputError, LsrError
 from lsr.jvm import start_jvm
+from lsr.types import Ranked
 
 Corpus = Mapping[str, str] | Iterable[tuple[str, str]]
-Ranked = dict[str, list[tuple[str, float]]]
+
 MANIFEST = "lsr_bm25.json"
 _ANALYZER = "anserini-default-en-porter"
 

@@ -10,19 +10,21 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "EncoderConfig": "lsr.encoders.base",
-    "SideConfig": "lsr.encoders.base",
+    "EncoderConfig": "lsr.encoders.config",
+    "SideConfig": "lsr.encoders.config",
     "SideEncoder": "lsr.encoders.base",
     "Encoder": "lsr.encoders.base",
-    "IdfTable": "lsr.encoders.idf",
-    "IdfQueryEncoder": "lsr.encoders.idf",
+    "IdfTable": "lsr.encoders.idf_table",
+    "IdfQueryEncoder": "lsr.encoders.idf_side",
+    "DenseEncoder": "lsr.encoders.dense_encoder",
     "load_encoder": "lsr.encoders.loading",
     "load_query_encoder": "lsr.encoders.loading",
-    "encoder_manifest": "lsr.encoders.loading",
     "compute_idf": "lsr.encoders.loading",
+    "encoder_manifest": "lsr.encoders.manifest",
 }
 
 __all__ = [
+    "DenseEncoder",
     "Encoder",
     "EncoderConfig",
     "IdfQueryEncoder",
@@ -36,14 +38,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from lsr.encoders.base import Encoder, EncoderConfig, SideConfig, SideEncoder
-    from lsr.encoders.idf import IdfQueryEncoder, IdfTable
-    from lsr.encoders.loading import (
-        compute_idf,
-        encoder_manifest,
-        load_encoder,
-        load_query_encoder,
-    )
+    from lsr.encoders.base import Encoder, SideEncoder
+    from lsr.encoders.config import EncoderConfig, SideConfig
+    from lsr.encoders.dense_encoder import DenseEncoder
+    from lsr.encoders.idf_side import IdfQueryEncoder
+    from lsr.encoders.idf_table import IdfTable
+    from lsr.encoders.loading import compute_idf, load_encoder, load_query_encoder
+    from lsr.encoders.manifest import encoder_manifest
 
 
 def __getattr__(name: str) -> Any:

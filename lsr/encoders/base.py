@@ -12,58 +12,14 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import BaseModel, Field
 
-from lsr.sparse import SparseBatch
+from lsr.encoders.config import EncoderConfig, SideConfig
+from lsr.sparse import SparseBatch, TermWeights
 from lsr.vocab import Vocabulary
-
-Family = Literal["mlm", "mlp", "binary", "idf"]
-
-
-class SideConfig(BaseModel):
-    """How one side (queries or documents) turns text into term weights."""
-
-    family: Family = Field(
-        "mlm",
-        description="mlm: vocabulary logits with expansion (SPLADE); mlp: one weight per input "
-        "token (uniCOIL-style); binary: bag of tokens; idf: tokenizer ids x an IDF table",
-    )
-    max_length: int = Field(256, ge=4, description="tokens per pass, special tokens included")
-    pooling: Literal["max", "sum"] = Field("max", description="pooling over token positions")
-    stride: int | None = Field(
-        None,
-        ge=0,
-        description="overlap in tokens between consecutive chunks of a long text; None: no "
-        "chunking (long texts are truncated and counted)",
-    )
-    max_chunks: int | None = Field(None, ge=1, description="chunks per text at most (then counted)")
-    chunk_pooling: Literal["max", "mean"] = Field("max", description="pooling across chunks")
-    top_k: int | None = Field(None, ge=1, description="keep the k largest weights per vector")
-    min_weight: float = Field(0.0, ge=0.0, description="drop weights at or below this value")
-
-
-class EncoderConfig(BaseModel):
-    """A sparse encoder: a model (local path or hub id) and one :class:`SideConfig` per side."""
-
-    model: str = Field(..., description="Hugging Face checkpoint: local directory or hub id")
-    query_mode: Literal["siamese", "inference-free"] = "siamese"
-    query: SideConfig = Field(default_factory=lambda: SideConfig(max_length=64))
-    document: SideConfig = Field(default_factory=lambda: SideConfig(max_length=256))
-    idf: str | None = Field(
-        None, description="idf.json for inference-free queries; None: computed from the corpus"
-    )
-    echo: bool | None = Field(
-        None, description="decoder-only backbones: echo embeddings (None: on for causal LMs)"
-    )
-    batch_size: int = Field(8, ge=1)
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto: bf16/fp16 on CUDA, float32 on CPU"
-    )
 
 
 @dataclass
@@ -156,26 +112,39 @@ class SideEncoder(ABC):
         names = [str(i) for i in range(len(texts))] if ids is None else list(ids)
         return SparseBatch(names, matrix, self.vocab)
 
+    def encode_one(self, text: str) -> TermWeights:
+        """One text's vector as term ids and weights (the lean path of a single query)."""
+        return self.encode([text]).row(0)
+
 
 class Encoder:
     """A query side and a document side over one vocabulary (see module docstring)."""
 
-    def __init__(self, config: EncoderConfig, query: SideEncoder, document: SideEncoder) -> None:
+    def __init__(
+        self,
+        config: EncoderConfig,
+        query: SideEncoder,
+        document: SideEncoder,
+        origin: dict[str, Any] | None = None,
+    ) -> None:
         if query.vocab != document.vocab:
             raise ValueError("query and document sides must share one vocabulary")
         self.config = config
         self.query = query
         self.document = document
         self.vocab = document.vocab
+        self.origin = origin or {}  # where the model came from (see lsr.encoders.manifest)
 
-    def encode_queries(
+    def encode_query(
         self, texts: Sequence[str], ids: Sequence[str] | None = None, **kwargs: Any
     ) -> SparseBatch:
+        """Query vectors (sentence-transformers' verb), from the query side."""
         kwargs.setdefault("batch_size", self.config.batch_size)
         return self.query.encode(texts, ids, **kwargs)
 
-    def encode_documents(
+    def encode_document(
         self, texts: Sequence[str], ids: Sequence[str] | None = None, **kwargs: Any
     ) -> SparseBatch:
+        """Document vectors: the document side's :meth:`~SideEncoder.encode`."""
         kwargs.setdefault("batch_size", self.config.batch_size)
         return self.document.encode(texts, ids, **kwargs)

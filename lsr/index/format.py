@@ -15,34 +15,19 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lsr.errors import IndexFormatError, InputError
+from lsr.io import fsync_path, sha256_file
 
 FORMAT_NAME = "lsr-sparse-index"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _STAGING_MARK = ".lsr-staging-"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_array(directory: Path, name: str, array: np.ndarray) -> dict[str, Any]:
@@ -76,38 +61,31 @@ def _renameat2_exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Write one file atomically: ``write`` fills a hidden temporary sibling (same suffix, so
-    writers that pick a format by name still do), which then replaces ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def previous_path(target: Path) -> Path:
     """Where a replaced index waits while the new one is renamed in (non-Linux fallback)."""
     return target.parent / f".{target.name}.lsr-previous"
 
 
-def recover_previous(target: Path) -> None:
-    """Put back an index that a crash left parked beside its (now missing) path."""
+def recover_previous(target: Path) -> str | None:
+    """Writers only: put back an index that a crash left parked beside its path, or delete a
+    parked one that was already replaced. Returns what was done (None: nothing)."""
     old = previous_path(target)
-    if old.is_dir() and not target.exists() and (old / MANIFEST).exists():
+    if not (old.is_dir() and (old / MANIFEST).exists()):
+        return None
+    if not target.exists():
         os.rename(old, target)
+        return f"restored {target} from {old.name} (a replace was interrupted)"
+    shutil.rmtree(old, ignore_errors=True)  # the crash came after the new index was in place
+    return f"removed {old.name}, the replaced index a finished publish left behind"
 
 
-def remove_stale_staging(target: Path) -> None:
+def remove_stale_staging(target: Path) -> list[str]:
     """Delete staging directories left by builds that were killed (their process is gone)."""
     parent = target.parent
     if not parent.exists():
-        return
+        return []
     prefix = f".{target.name}{_STAGING_MARK}"
+    removed = []
     for entry in parent.iterdir():
         if not entry.name.startswith(prefix):
             continue
@@ -123,6 +101,19 @@ def remove_stale_staging(target: Path) -> None:
                 alive = True
         if not alive:
             shutil.rmtree(entry, ignore_errors=True)
+            removed.append(f"removed {entry.name}, the staging directory of a killed build")
+    return removed
+
+
+def repair(target: str | Path) -> list[str]:
+    """What `lsr index repair` does: :func:`recover_previous` and :func:`remove_stale_staging`.
+
+    Readers never do this (they may run on a read-only copy); writers do it before a build.
+    Returns one line per action taken.
+    """
+    target = Path(target).absolute()
+    actions = [a for a in [recover_previous(target)] if a]
+    return actions + remove_stale_staging(target)
 
 
 def check_target(target: Path, overwrite: bool) -> None:
@@ -155,8 +146,8 @@ def staged_directory(target: str | Path, *, overwrite: bool = False) -> Iterator
         if not (staging / MANIFEST).exists():
             raise RuntimeError("staged index has no manifest; call finalize_manifest first")
         for entry in staging.iterdir():
-            _fsync_path(entry)
-        _fsync_path(staging)
+            fsync_path(entry)
+        fsync_path(staging)
         check_target(target, overwrite)
         if target.exists():
             if _renameat2_exchange(staging, target):
@@ -168,7 +159,7 @@ def staged_directory(target: str | Path, *, overwrite: bool = False) -> Iterator
                 shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(staging, target)
-        _fsync_path(target.parent)
+        fsync_path(target.parent)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -210,8 +201,13 @@ def read_manifest(
     """Read and check ``manifest.json``: its format name, its own checksum and its version."""
     directory = Path(directory)
     path = directory / MANIFEST
-    recover_previous(directory.absolute())
     if not directory.exists():
+        parked = previous_path(directory.absolute())
+        if (parked / MANIFEST).exists():
+            raise IndexFormatError(
+                f"{directory}: no such index directory, but an interrupted replace left it at "
+                f"{parked}: run `lsr index repair {directory}`"
+            )
         raise IndexFormatError(f"{directory}: no such index directory")
     if not path.exists():
         raise IndexFormatError(f"{directory}: not an lsr index (no {MANIFEST})")

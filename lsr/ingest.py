@@ -15,17 +15,17 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from lsr.encoders.base import EncoderConfig
-from lsr.errors import InputError
+from lsr.encoders.config import EncoderConfig
 from lsr.index import format as fmt
 from lsr.index.builder import BuildConfig, build
+from lsr.io import atomic_write
 from lsr.sparse import SparseBatch, read_npz, write_npz
 
 JOB_FILE = "job.json"
@@ -45,7 +45,6 @@ class IndexingResult:
     build_seconds: float
     manifest: dict[str, Any]
     truncated: int = 0
-    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         rate = self.encoded_docs / self.encode_seconds if self.encode_seconds > 0 else 0.0
@@ -67,18 +66,6 @@ class IndexingResult:
 def _file_identity(path: Path) -> dict[str, Any]:
     stat = path.stat()
     return {"path": str(path.absolute()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def corpus_file(corpus: Path) -> Path:
-    """The JSONL(.gz) file behind a BEIR directory or a corpus file."""
-    if corpus.is_dir():
-        for name in ("corpus.jsonl", "corpus.jsonl.gz"):
-            if (corpus / name).exists():
-                return corpus / name
-        raise InputError("no corpus.jsonl(.gz) in this directory", corpus)
-    if not corpus.exists():
-        raise InputError("corpus not found", corpus)
-    return corpus
 
 
 def default_work_dir(output: Path) -> Path:
@@ -105,7 +92,7 @@ class ShardStore:
 
     def _save_job(self) -> None:
         body = json.dumps({"job": self.job, "shards": self.stats}, indent=1)
-        fmt.atomic_write(self.directory / JOB_FILE, lambda p: p.write_text(body))
+        atomic_write(self.directory / JOB_FILE, lambda p: p.write_text(body))
 
     def sparse_path(self, shard: int) -> Path:
         return self.directory / f"sparse-{shard:06d}.npz"
@@ -123,9 +110,9 @@ class ShardStore:
     def save(
         self, shard: int, batch: SparseBatch, dense: np.ndarray | None, stats: dict[str, int]
     ) -> None:
-        fmt.atomic_write(self.sparse_path(shard), lambda p: write_npz(batch, p))
+        atomic_write(self.sparse_path(shard), lambda p: write_npz(batch, p))
         if dense is not None:
-            fmt.atomic_write(
+            atomic_write(
                 self.dense_path(shard), lambda p: np.save(p, dense.astype(np.float32), False)
             )
         self.stats[str(shard)] = stats
@@ -166,7 +153,7 @@ def index_corpus(
     With ``dense_model`` the same pass also embeds the documents and builds a faiss index at
     ``dense_output`` (default ``<output>.dense``), recorded in the sparse manifest.
     """
-    from lsr.data import count_corpus, iter_corpus
+    from lsr.corpus import corpus_file, count_corpus, iter_corpus
     from lsr.encoders import encoder_manifest, load_encoder
 
     output = Path(output)
@@ -181,7 +168,7 @@ def index_corpus(
     encoder = load_encoder(encoder_config, idf_table=idf_table)
     dense_encoder = None
     if dense_model is not None:
-        from lsr.encoders.dense import DenseEncoder
+        from lsr.encoders.dense_encoder import DenseEncoder
 
         dense_encoder = DenseEncoder(dense_model)
     job = {
@@ -209,8 +196,8 @@ def index_corpus(
             continue
         started = time.perf_counter()
         before = encoder.document.stats.truncated
-        batch = encoder.encode_documents(texts, ids)
-        embeddings = dense_encoder.encode_documents(texts) if dense_encoder else None
+        batch = encoder.encode_document(texts, ids)
+        embeddings = dense_encoder.encode_document(texts) if dense_encoder else None
         encode_seconds += time.perf_counter() - started
         encoded += len(ids)
         truncated = encoder.document.stats.truncated - before
@@ -251,7 +238,7 @@ def index_corpus(
         extra_files=query_files,
     )
     if dense_encoder is not None:
-        from lsr.dense import DenseIndex
+        from lsr.index.dense_index import DenseIndex
 
         ids = [i.decode() for i in np.load(output / manifest["arrays"]["doc_ids"]["file"])]
         embeddings = np.concatenate([np.load(store.dense_path(i)) for i in range(n_shards)])
@@ -282,7 +269,7 @@ def _corpus_idf(config: EncoderConfig, corpus: Path) -> Any:
     """Inference-free queries without a given idf.json: the IDF table of ``corpus``."""
     if config.query_mode != "inference-free" or config.idf is not None:
         return None
-    from lsr.data import iter_corpus
+    from lsr.corpus import iter_corpus
     from lsr.encoders import compute_idf
 
     return compute_idf(config, (text for _, text in iter_corpus(corpus)))

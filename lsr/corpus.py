@@ -1,4 +1,4 @@
-"""BEIR-style text collections (corpus, queries, qrels) and TREC run files.
+"""BEIR-style text collections: a corpus, its queries and qrels.
 
 BEIR layout: a directory with ``corpus.jsonl`` (``{"_id", "title", "text"}``), ``queries.jsonl``
 (``{"_id", "text"}``), either optionally gzipped, and ``qrels/<split>.tsv`` (a header line
@@ -10,26 +10,19 @@ BEIR indexes do. Ids must be given as ``_id`` (BEIR's field; ``id``/``docid`` ar
 a query that is not in the queries file. Judged documents missing from the corpus are kept in
 the qrels (they stay relevant and can never be retrieved, so they lower recall, as in BEIR's own
 evaluation) and counted in ``BeirData.unknown_qrels_docs``; a warning says how many.
-
-Runs: ``{qid: [(docid, score), ...]}`` (best first) or ``{qid: {docid: score}}``; the TREC file
-has six columns ``qid Q0 docid rank score tag``, ranks from 1, best score first (equal scores in
-the order given). :func:`sort_hits` orders equal scores by docid ascending.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from lsr.errors import InputError
-from lsr.index.format import atomic_write
-from lsr.sparse import READ_ERRORS, iter_json_objects, open_text
+from lsr.io import READ_ERRORS, first_json_object, iter_json_objects, open_text
 
-Hits = Sequence[tuple[str, float]] | Mapping[str, float]
-Run = Mapping[str, Hits]
 Qrels = dict[str, dict[str, int]]
 
 
@@ -88,6 +81,16 @@ def _iter_texts(path: Path, *, title: bool) -> Iterator[tuple[str, str]]:
         yield rid, f"{head} {text}" if head else text
 
 
+def corpus_file(path: str | Path) -> Path:
+    """The JSONL(.gz) file behind a BEIR directory or a corpus file."""
+    return _find(path, "corpus")
+
+
+def queries_file(path: str | Path) -> Path:
+    """The JSONL(.gz) file behind a BEIR directory or a queries file."""
+    return _find(path, "queries")
+
+
 def iter_corpus(path: str | Path) -> Iterator[tuple[str, str]]:
     """Stream ``(doc_id, title + " " + text)`` from a BEIR directory or a corpus JSONL(.gz) file."""
     return _iter_texts(_find(path, "corpus"), title=True)
@@ -106,6 +109,18 @@ def count_corpus(path: str | Path) -> int:
             return sum(1 for line in handle if line.strip())
     except READ_ERRORS as exc:
         raise InputError(f"cannot read: {exc}", path) from None
+
+
+def is_text_queries(path: str | Path) -> bool:
+    """True when the first record of a JSONL queries file has text and no vector (a .npz or a
+    JSONL of ``{id, vector}`` holds query vectors)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("file not found", path)
+    if path.suffix == ".npz":
+        return False
+    record = first_json_object(path)
+    return record is not None and "vector" not in record and "text" in record
 
 
 def load_queries(path: str | Path) -> dict[str, str]:
@@ -191,103 +206,3 @@ def load_beir(path: str | Path, split: str = "test") -> BeirData:
         )
     wanted = {qid: text for qid, text in queries.items() if qid in qrels}
     return BeirData(corpus, wanted, qrels, unknown)
-
-
-# -- runs ----------------------------------------------------------------------------------------
-def hits_to_dict(hits: Hits, qid: str = "?") -> dict[str, float]:
-    """``{docid: score}`` from ``[(docid, score), ...]`` or a mapping; repeated docids raise."""
-    if isinstance(hits, Mapping):
-        return {str(d): float(s) for d, s in hits.items()}
-    out: dict[str, float] = {}
-    for docid, score in hits:
-        docid = str(docid)
-        if docid in out:
-            raise InputError(f"query {qid!r}: document {docid!r} appears twice in the run")
-        out[docid] = float(score)
-    return out
-
-
-def run_to_dicts(run: Run) -> dict[str, dict[str, float]]:
-    """A run in either shape as ``{qid: {docid: score}}``."""
-    return {str(qid): hits_to_dict(hits, str(qid)) for qid, hits in run.items()}
-
-
-def sort_hits(hits: Hits) -> list[tuple[str, float]]:
-    """``(docid, score)`` pairs, highest score first, equal scores by docid ascending."""
-    scores = hits_to_dict(hits)
-    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
-
-
-def _check_token(value: str, what: str) -> str:
-    if not value or any(c.isspace() for c in value):
-        raise InputError(f"{what} {value!r} is empty or contains whitespace (TREC run columns)")
-    return value
-
-
-def write_trec_run(
-    results: Run,
-    path: str | Path,
-    tag: str = "lsr",
-    *,
-    depth: int | None = None,
-    score_format: str | None = None,
-) -> Path:
-    """Write a TREC run (``qid Q0 docid rank score tag``), atomically (temp sibling + rename).
-
-    Hits are sorted by score descending, stably (equal scores keep the order given, so a
-    searcher's own tie rule survives), ranked from 1 and cut at ``depth``; queries keep their
-    order. Scores are written exactly (shortest round-trip repr) unless ``score_format`` (e.g.
-    ``".6f"``) is given. Gzip when the name ends in ``.gz``.
-    """
-    path = Path(path)
-    _check_token(tag, "run tag")
-
-    def write(tmp: Path) -> None:
-        with open_text(tmp, "xt") as handle:
-            _write_run(handle, results, tag, depth, score_format)
-
-    return atomic_write(path, write)
-
-
-def _write_run(
-    handle: IO[str], results: Run, tag: str, depth: int | None, score_format: str | None
-) -> None:
-    for qid, hits in results.items():
-        qid = _check_token(str(qid), "query id")
-        ranked = sorted(hits_to_dict(hits, qid).items(), key=lambda h: -h[1])[:depth]
-        for rank, (docid, score) in enumerate(ranked, start=1):
-            _check_token(docid, "document id")
-            text = repr(score) if score_format is None else format(score, score_format)
-            handle.write(f"{qid} Q0 {docid} {rank} {text} {tag}\n")
-
-
-def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:
-    """``{qid: {docid: score}}`` from a 6-column TREC run file (gzip when named ``.gz``)."""
-    path = Path(path)
-    run: dict[str, dict[str, float]] = {}
-    try:
-        with open_text(path) as handle:
-            for lineno, line in enumerate(handle, start=1):
-                parts = line.split()
-                if not parts:
-                    continue
-                if len(parts) != 6:
-                    raise InputError(
-                        f"expected 6 columns (qid Q0 docid rank score tag), got {len(parts)}",
-                        path,
-                        lineno,
-                    )
-                qid, _, docid, _, raw, _ = parts
-                try:
-                    score = float(raw)
-                except ValueError:
-                    raise InputError(f"score is not a number: {raw!r}", path, lineno) from None
-                hits = run.setdefault(qid, {})
-                if docid in hits:
-                    raise InputError(
-                        f"document {docid!r} appears twice for query {qid!r}", path, lineno
-                    )
-                hits[docid] = score
-    except READ_ERRORS as exc:
-        raise InputError(f"cannot read: {exc}", path) from None
-    return run

@@ -1,8 +1,4 @@
-"""Inference-free queries: a query is the set of its tokenizer ids, each weighted by an IDF table.
-
-No model runs (or is imported) at query time: this module uses the ``tokenizers`` library only,
-never torch or transformers, so a search process that loads an :class:`IdfQueryEncoder` from an
-index directory (``tokenizer.json`` + ``idf.json``) stays small and starts fast.
+"""IDF tables: one weight per vocabulary token, computed from a corpus or read from a file.
 
 Conventions (checked against ``../shared/data/vectors/scifact-splade-tiny/queries-idf.jsonl.gz``,
 all 1,109 SciFact queries match to its 4 printed decimals):
@@ -28,108 +24,25 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Iterable, Iterator, Sequence
-from itertools import islice
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
-from tokenizers import Tokenizer
 
-from lsr.encoders.base import SideConfig, SideEncoder
+from lsr.encoders.tokenizer import (
+    CHUNK,
+    TokenizerLike,
+    chunks,
+    load_tokenizer,
+    set_truncation,
+    special_token_ids,
+    token_sets,
+    tokenizer_vocabulary,
+)
 from lsr.errors import InputError
 from lsr.vocab import Vocabulary
 
-TokenizerLike = Tokenizer | str | Path
 
-_CHUNK = 2048  # texts per encode_batch call: bounds the memory of the Encoding objects
-
-
-# -- tokenizer helpers ---------------------------------------------------------------------------
-def tokenizer_file(path: str | Path) -> Path:
-    """``tokenizer.json`` itself, or the one inside a model directory."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "tokenizer.json"
-    if not path.is_file():
-        raise InputError(
-            "tokenizer.json not found (inference-free queries need a fast tokenizer)", path
-        )
-    return path
-
-
-def load_tokenizer(tokenizer: TokenizerLike) -> Tokenizer:
-    """A private ``tokenizers.Tokenizer`` with padding and truncation off (callers set their own).
-
-    A Tokenizer object is copied, so the caller's settings are left alone.
-    """
-    if isinstance(tokenizer, Tokenizer):
-        tok = Tokenizer.from_str(tokenizer.to_str())
-    else:
-        path = tokenizer_file(tokenizer)
-        try:
-            tok = Tokenizer.from_file(str(path))
-        except Exception as exc:  # the Rust side raises plain Exceptions
-            raise InputError(f"cannot load tokenizer: {exc}", path) from None
-    tok.no_padding()
-    tok.no_truncation()
-    return tok
-
-
-def tokenizer_vocabulary(tokenizer: TokenizerLike) -> Vocabulary:
-    """The term ids of ``tokenizer``: a frozen :class:`Vocabulary`, as ``Vocabulary.load`` reads."""
-    if isinstance(tokenizer, Tokenizer):
-        items = sorted(tokenizer.get_vocab(with_added_tokens=False).items(), key=lambda kv: kv[1])
-        if [i for _, i in items] != list(range(len(items))):
-            raise InputError("tokenizer vocabulary ids are not contiguous from 0")
-        return Vocabulary([t for t, _ in items], frozen=True, source="tokenizer")
-    return Vocabulary.load(tokenizer_file(tokenizer))
-
-
-def special_token_ids(tokenizer: Tokenizer) -> np.ndarray:
-    """Ids of the tokenizer's special tokens ([CLS], [SEP], [PAD], [MASK], [UNK]... for BERT)."""
-    ids = [i for i, tok in tokenizer.get_added_tokens_decoder().items() if tok.special]
-    return np.asarray(sorted(ids), dtype=np.int64)
-
-
-def _set_truncation(tokenizer: Tokenizer, max_length: int | None) -> None:
-    if max_length is None:
-        tokenizer.no_truncation()
-    else:
-        tokenizer.enable_truncation(max_length)
-
-
-def _chunks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
-    it = iter(texts)
-    while chunk := list(islice(it, size)):
-        yield chunk
-
-
-def _token_sets(
-    tokenizer: Tokenizer, texts: list[str], special: np.ndarray, vocab_size: int
-) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Distinct non-special token ids per text: (rows, cols) sorted, total tokens, truncated texts.
-
-    ``tokenizer`` must already carry the truncation wanted.
-    """
-    encodings = tokenizer.encode_batch(texts, add_special_tokens=True)
-    lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-    truncated = sum(1 for e in encodings if e.overflowing)
-    total = int(lengths.sum())
-    ids = np.fromiter((i for e in encodings for i in e.ids), dtype=np.int64, count=total)
-    # post-processor tokens, plus special tokens typed into the text ("[SEP]" in a query)
-    mask = np.fromiter(
-        (m for e in encodings for m in e.special_tokens_mask), dtype=bool, count=total
-    )
-    keep = ~mask & (ids < vocab_size)
-    if special.size:
-        keep &= ~np.isin(ids, special)
-    rows = np.repeat(np.arange(len(encodings), dtype=np.int64), lengths)[keep]
-    keys = np.unique(rows * vocab_size + ids[keep])
-    return keys // vocab_size, keys % vocab_size, total, truncated
-
-
-# -- the table -----------------------------------------------------------------------------------
 def bm25_idf(df: np.ndarray, n_docs: int) -> np.ndarray:
     """BM25-style IDF, ``ln((N - df + 0.5) / (df + 0.5) + 1)``, as float32 (computed in float64)."""
     df = np.asarray(df, dtype=np.float64)
@@ -200,7 +113,7 @@ class IdfTable:
         vocab: Vocabulary | None = None,
         max_length: int | None = 256,
         *,
-        chunk_size: int = _CHUNK,
+        chunk_size: int = CHUNK,
     ) -> IdfTable:
         """BM25-style IDF over a corpus: ``idf(t) = ln((N - df(t) + 0.5) / (df(t) + 0.5) + 1)``.
 
@@ -219,13 +132,13 @@ class IdfTable:
             vocab = own
         elif vocab != own:
             raise InputError("the vocabulary given is not the tokenizer's vocabulary")
-        _set_truncation(tok, max_length)
+        set_truncation(tok, max_length)
         special = special_token_ids(tok)
         size = len(vocab)
         df = np.zeros(size, dtype=np.int64)
         n_docs = 0
-        for chunk in _chunks(texts, chunk_size):
-            _, cols, _, _ = _token_sets(tok, chunk, special, size)
+        for chunk in chunks(texts, chunk_size):
+            _, cols, _, _ = token_sets(tok, chunk, special, size)
             df += np.bincount(cols, minlength=size)
             n_docs += len(chunk)
         if n_docs == 0:
@@ -336,104 +249,3 @@ def _read_static_weights(path: Path, size: int) -> np.ndarray:
     if weights.size != size:
         raise InputError(f"{weights.size} static weights for a vocabulary of {size}", path)
     return weights
-
-
-# -- the query side ------------------------------------------------------------------------------
-class IdfQueryEncoder(SideEncoder):
-    """Inference-free query side: ``vector[t] = idf[t]`` for each distinct token of the query.
-
-    The query is tokenised as the model would see it (special tokens added, ``max_length``
-    tokens including them; longer queries are truncated and counted in ``stats.truncated``),
-    special tokens are dropped, and each remaining distinct id weighs its IDF (presence, not
-    count). With ``config.stride`` set, long queries are not truncated at ``max_length`` but
-    covered by up to ``max_chunks`` overlapping windows; since presence pooled by max over
-    windows is presence over the covered text, that is what is computed.
-    """
-
-    def __init__(
-        self,
-        tokenizer: TokenizerLike,
-        idf: IdfTable,
-        config: SideConfig | None = None,
-        *,
-        tokenizer_source: str | Path | None = None,
-    ) -> None:
-        config = SideConfig(family="idf", max_length=64) if config is None else config
-        if config.family != "idf":
-            config = config.model_copy(update={"family": "idf"})
-        if config.stride is not None and config.chunk_pooling != "max":
-            raise InputError("an IDF query side pools chunks by max (presence) only")
-        self.tokenizer = load_tokenizer(tokenizer)
-        if tokenizer_source is None and not isinstance(tokenizer, Tokenizer):
-            tokenizer_source = tokenizer_file(tokenizer)
-        self.tokenizer_source = None if tokenizer_source is None else Path(tokenizer_source)
-        vocab = tokenizer_vocabulary(
-            self.tokenizer_source if self.tokenizer_source is not None else self.tokenizer
-        )
-        if idf.vocab != vocab:
-            raise InputError("the IDF table's vocabulary is not the tokenizer's vocabulary")
-        super().__init__(vocab, config)
-        self.idf = idf
-        self._special = special_token_ids(self.tokenizer)
-        self._n_special = (
-            self.tokenizer.post_processor.num_special_tokens_to_add(False)
-            if (self.tokenizer.post_processor is not None)
-            else 0
-        )
-        if config.max_length <= self._n_special:
-            raise InputError(
-                f"max_length {config.max_length} leaves no room next to "
-                f"{self._n_special} special tokens"
-            )
-        _set_truncation(self.tokenizer, self._covered_length())
-
-    @classmethod
-    def from_files(
-        cls,
-        tokenizer_json: str | Path,
-        idf_json: str | Path,
-        config: SideConfig | None = None,
-        *,
-        unknown: str = "error",
-    ) -> IdfQueryEncoder:
-        """Build from ``tokenizer.json`` and ``idf.json`` (e.g. those stored in an index)."""
-        path = tokenizer_file(tokenizer_json)
-        vocab = Vocabulary.load(path)
-        table = IdfTable.load(idf_json, vocab, unknown=unknown)
-        return cls(path, table, config, tokenizer_source=path)
-
-    def _covered_length(self) -> int | None:
-        """Tokens (special included) a query keeps: max_length, or all windows' span."""
-        cfg = self.config
-        if cfg.stride is None:
-            return cfg.max_length
-        if cfg.max_chunks is None:
-            return None
-        window = cfg.max_length - self._n_special
-        step = max(window - cfg.stride, 1)
-        return window + (cfg.max_chunks - 1) * step + self._n_special
-
-    def _encode(self, texts: Sequence[str], batch_size: int, progress: bool) -> sp.csr_matrix:
-        size = len(self.vocab)
-        mats = []
-        for start in range(0, len(texts), _CHUNK):
-            chunk = list(texts[start : start + _CHUNK])
-            rows, cols, tokens, truncated = _token_sets(self.tokenizer, chunk, self._special, size)
-            data = self.idf.weights[cols]
-            mats.append(
-                sp.csr_matrix((data, (rows, cols)), shape=(len(chunk), size), dtype=np.float32)
-            )
-            self.stats.tokens += tokens
-            self.stats.chunks += len(chunk)
-            self.stats.truncated += truncated
-        return mats[0] if len(mats) == 1 else sp.vstack(mats, format="csr")
-
-    def save(self, directory: str | Path) -> None:
-        """Write ``tokenizer.json`` (a byte copy of the source when known) and ``idf.json``."""
-        directory = Path(directory)
-        target = directory / "tokenizer.json"
-        if self.tokenizer_source is not None and self.tokenizer_source.is_file():
-            target.write_bytes(self.tokenizer_source.read_bytes())
-        else:
-            self.tokenizer.save(str(target))
-        self.idf.save(directory / "idf.json")

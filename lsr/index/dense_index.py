@@ -20,13 +20,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 
 from lsr import __version__
 from lsr.errors import IndexFormatError, InputError
+from lsr.extras import require
 from lsr.index import format as fmt
-from lsr.index.searcher import Hit
+from lsr.types import Hit, check_k
+
+require("dense search (faiss)", "faiss")
+import faiss  # noqa: E402  (after the check, so a missing extra is one clear line)
 
 FORMAT_NAME = "lsr-dense-index"
 FORMAT_VERSION = 1
@@ -36,26 +39,21 @@ INDEX_FILE = "index.faiss"
 
 @contextlib.contextmanager
 def _faiss_threads(threads: int | None) -> Iterator[None]:
-    """Set faiss's OpenMP thread count for the call (process-wide while it runs)."""
-    if threads is None:
+    """Run faiss with ``threads`` OpenMP threads for the call.
+
+    OpenMP's thread count is a per-thread setting (libgomp keeps one per calling thread), so a
+    caller's choice never reaches searches running in other threads; it is restored afterwards
+    and left alone when it already matches.
+    """
+    previous = faiss.omp_get_max_threads()
+    if threads is None or int(threads) == previous:
         yield
         return
-    _check_positive("threads", threads)
-    previous = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(int(threads))
     try:
         yield
     finally:
         faiss.omp_set_num_threads(previous)
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _check_k(k: int) -> None:
-    _check_positive("k", k)
 
 
 def _as_matrix(vectors: Any, dim: int | None, what: str) -> np.ndarray:
@@ -95,7 +93,7 @@ def _check_layout(path: Path, manifest: dict[str, Any], arrays: dict[str, np.nda
 class DenseIndex:
     """An immutable faiss index over dense vectors, scored by inner product.
 
-    ``search`` / ``batch_search`` return :class:`~lsr.index.searcher.Hit` lists: highest score
+    ``search`` / ``batch_search`` return :class:`~lsr.types.Hit` lists: highest score
     first, equal scores by lower document position; ``flat`` returns the exact top-k of
     ``Q @ D.T`` (up to float32 rounding), ``hnsw`` an approximation of it.
     """
@@ -142,7 +140,7 @@ class DenseIndex:
             ("ef_construction", ef_construction),
             ("ef_search", ef_search),
         ):
-            _check_positive(name, value)
+            check_k(value, name)
         matrix = _as_matrix(embeddings, None, "embeddings")
         n_docs, dim = matrix.shape
         if dim < 1:
@@ -273,7 +271,9 @@ class DenseIndex:
         Rows are ranked by score, equal scores by lower position. ``ef_search`` overrides the
         HNSW candidate list for this call (ignored for flat).
         """
-        _check_k(k)
+        k = check_k(k)
+        if threads is not None:
+            check_k(threads, "threads")
         q = _as_matrix(queries, self.dim, "query vectors")
         n = q.shape[0]
         k_eff = int(min(k, self.num_docs))
@@ -285,7 +285,7 @@ class DenseIndex:
             )
         params = None
         if ef_search is not None:
-            _check_positive("ef_search", ef_search)
+            check_k(ef_search, "ef_search")
         if self.kind == "hnsw" and ef_search is not None:
             params = faiss.SearchParametersHNSW()
             params.efSearch = int(ef_search)
@@ -305,12 +305,11 @@ class DenseIndex:
         ids = self._ids
         return [
             Hit(ids[d].decode("utf-8"), float(s))
-            for d, s in zip(labels[:count], scores[:count], strict=True)
+            for d, s in zip(labels[:count].tolist(), scores[:count].tolist(), strict=True)
         ]
 
     def search(self, vector: np.ndarray, k: int = 10, *, ef_search: int | None = None) -> list[Hit]:
         """Top-k hits for one query vector (``[dim]`` or ``[1, dim]``)."""
-        _check_k(k)
         q = np.asarray(vector)
         if q.ndim == 1:
             q = q[None, :]
@@ -323,8 +322,8 @@ class DenseIndex:
         self,
         matrix: np.ndarray,
         k: int = 10,
-        threads: int | None = None,
         *,
+        threads: int | None = None,
         ef_search: int | None = None,
     ) -> list[list[Hit]]:
         """Top-k hits for each row of ``[n, dim]``, in parallel over ``threads`` (default: all)."""

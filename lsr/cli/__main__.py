@@ -1,0 +1,5 @@
+"""``python -m lsr.cli``: the lsr command line."""
+
+from lsr.cli import app
+
+app(prog_name="lsr")

@@ -1,0 +1,22 @@
+"""Numba kernels over plain arrays, one job per module.
+
+``layout``: the index as kernels take it (:class:`IndexArrays`); ``topk``: the hit heap;
+``build``: postings from CSR; ``exhaustive`` and ``maxscore``: the two exact query algorithms.
+"""
+
+from lsr.index.kernels.build import encode_blocks, prune_terms_top_n, transpose_to_term_major
+from lsr.index.kernels.exhaustive import exhaustive_batch, exhaustive_one
+from lsr.index.kernels.layout import IndexArrays
+from lsr.index.kernels.maxscore import maxscore_batch, maxscore_one, window_blocks
+
+__all__ = [
+    "IndexArrays",
+    "encode_blocks",
+    "exhaustive_batch",
+    "exhaustive_one",
+    "maxscore_batch",
+    "maxscore_one",
+    "prune_terms_top_n",
+    "transpose_to_term_major",
+    "window_blocks",
+]

@@ -1,7 +1,7 @@
 """The committed SciFact evaluation: BM25 (bm25s, Pyserini), splade-tiny with siamese and with
 inference-free queries, MiniLM dense, and their hybrids (α tuned on train).
 
-``python -m eval.beir_scifact`` runs ``lsr.evaluation.run_beir`` (what ``lsr eval beir`` runs)
+``python -m eval.beir_scifact`` runs ``lsr.beir_eval.run_beir`` (what ``lsr eval beir`` runs)
 with runs and caches under ``eval/work/`` and copies the reports to
 ``eval/results/beir_scifact.{json,md,png}``.
 """

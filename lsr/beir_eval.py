@@ -149,6 +149,31 @@ class BeirEvaluation:
         result = evaluate(qrels or self.qrels, run).mean
         return {name: result[key] for name, key in METRICS.items()}
 
+    def _timed_result(
+        self,
+        name: str,
+        kind: str,
+        run: Ranked,
+        encode_s: list[float],
+        search_s: list[float],
+        details: dict[str, Any],
+    ) -> SystemResult:
+        """A system's result from its run and per-query encode and search seconds."""
+        from lsr.metrics import latency_stats
+
+        seconds = _sums(encode_s, search_s)
+        return SystemResult(
+            name=name,
+            kind=kind,
+            metrics=self.evaluate(run),
+            run=run,
+            latency_ms=latency_stats(seconds),
+            encode_ms=latency_stats(encode_s),
+            search_ms=latency_stats(search_s),
+            details=details,
+            seconds=seconds,
+        )
+
     # -- sparse -------------------------------------------------------------------------------
     def encoder_config(self, query_mode: str) -> EncoderConfig:
         if not self.config.model:
@@ -190,7 +215,7 @@ class BeirEvaluation:
         return Retriever.open(path, dense=False)
 
     def sparse_system(self, query_mode: str) -> tuple[SystemResult, Any]:
-        from lsr.metrics import flops_from_df, latency_stats
+        from lsr.metrics import flops_from_df
 
         retriever = self.sparse_index(query_mode)
         index = retriever.sparse
@@ -205,17 +230,13 @@ class BeirEvaluation:
         queries = retriever.encode_query(self.texts, self.qids)
         df = np.diff(np.asarray(index._a["term_post_ptr"]))
         encode_meta = index.manifest.get("encode", {})
-        name = f"splade ({query_mode})"
-        result = SystemResult(
-            name=name,
-            kind="sparse",
-            metrics=self.evaluate(run),
-            run=run,
-            latency_ms=latency_stats(_sums(enc_s, search_s)),
-            seconds=_sums(enc_s, search_s),
-            encode_ms=latency_stats(enc_s),
-            search_ms=latency_stats(search_s),
-            details={
+        result = self._timed_result(
+            f"splade ({query_mode})",
+            "sparse",
+            run,
+            enc_s,
+            search_s,
+            {
                 "model": self.config.model,
                 "query_mode": query_mode,
                 "flops": flops_from_df(queries.matrix, df, index.num_docs),
@@ -258,7 +279,6 @@ class BeirEvaluation:
         return DenseIndex.open(path, verify=False), encoder, info
 
     def dense_system(self) -> SystemResult:
-        from lsr.metrics import latency_stats
 
         index, encoder, info = self.dense_index()
         depth = self.config.depth
@@ -274,16 +294,13 @@ class BeirEvaluation:
 
         warm = self.config.warm_up_queries
         run, enc_s, search_s = _timed(self.qids, self.texts, search_one, warm)
-        return SystemResult(
-            name=f"dense ({Path(self.config.dense_model).name})",
-            kind="dense",
-            metrics=self.evaluate(run),
-            run=run,
-            latency_ms=latency_stats(_sums(enc_s, search_s)),
-            seconds=_sums(enc_s, search_s),
-            encode_ms=latency_stats(enc_s),
-            search_ms=latency_stats(search_s),
-            details=dict(info, model=self.config.dense_model, index_bytes=index.nbytes),
+        return self._timed_result(
+            f"dense ({Path(self.config.dense_model).name})",
+            "dense",
+            run,
+            enc_s,
+            search_s,
+            dict(info, model=self.config.dense_model, index_bytes=index.nbytes),
         )
 
     # -- hybrid -------------------------------------------------------------------------------

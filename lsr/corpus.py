@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lsr.errors import InputError
-from lsr.io import READ_ERRORS, first_json_object, iter_json_objects, open_text
+from lsr.io import READ_ERRORS, first_json_object, iter_json_objects, iter_rows, open_text
 
 Qrels = dict[str, dict[str, int]]
 
@@ -134,41 +134,28 @@ def _read_qrels(path: Path) -> tuple[Qrels, dict[str, int]]:
     qrels: Qrels = {}
     first_line: dict[str, int] = {}
     header_seen = False
-    try:
-        with open_text(path) as handle:
-            for lineno, line in enumerate(handle, start=1):
-                parts = line.split()
-                if not parts:
-                    continue
-                if len(parts) == 4:  # TREC qrels: qid iteration docid relevance
-                    parts = [parts[0], parts[2], parts[3]]
-                if len(parts) != 3:
-                    raise InputError(
-                        f"expected 3 columns (query-id corpus-id score), got {len(parts)}",
-                        path,
-                        lineno,
-                    )
-                qid, docid, raw = parts
-                try:
-                    score = int(raw)
-                except ValueError:
-                    if not first_line and not header_seen:  # the header line
-                        header_seen = True
-                        continue
-                    raise InputError(
-                        f"relevance must be an integer, got {raw!r}", path, lineno
-                    ) from None
-                judged = qrels.setdefault(qid, {})
-                first_line.setdefault(qid, lineno)
-                if judged.get(docid, score) != score:
-                    raise InputError(
-                        f"conflicting judgements for query {qid!r}, document {docid!r}",
-                        path,
-                        lineno,
-                    )
-                judged[docid] = score
-    except READ_ERRORS as exc:
-        raise InputError(f"cannot read: {exc}", path) from None
+    for lineno, parts in iter_rows(path):
+        if len(parts) == 4:  # TREC qrels: qid iteration docid relevance
+            parts = [parts[0], parts[2], parts[3]]
+        if len(parts) != 3:
+            raise InputError(
+                f"expected 3 columns (query-id corpus-id score), got {len(parts)}", path, lineno
+            )
+        qid, docid, raw = parts
+        try:
+            score = int(raw)
+        except ValueError:
+            if not first_line and not header_seen:  # the header line
+                header_seen = True
+                continue
+            raise InputError(f"relevance must be an integer, got {raw!r}", path, lineno) from None
+        judged = qrels.setdefault(qid, {})
+        first_line.setdefault(qid, lineno)
+        if judged.get(docid, score) != score:
+            raise InputError(
+                f"conflicting judgements for query {qid!r}, document {docid!r}", path, lineno
+            )
+        judged[docid] = score
     return qrels, first_line
 
 

@@ -47,6 +47,8 @@ def require(what: str, *modules: str) -> None:
     if absent:
         extras = sorted({EXTRA_OF.get(m, m) for m in absent})
         install = " ".join(f"'lsr[{e}]'" for e in extras)
+        verb = "is" if len(absent) == 1 else "are"
         raise MissingExtraError(
-            f"{what} needs {', '.join(absent)}, which is not installed: pip install {install}"
+            f"{what} needs {' and '.join(absent)}, which {verb} not installed: "
+            f"pip install {install}"
         )

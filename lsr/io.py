@@ -104,6 +104,19 @@ def iter_json_objects(
         raise InputError(f"cannot read: {exc}", path) from None
 
 
+def iter_rows(path: str | Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, whitespace-separated fields) for each non-blank line of a text(.gz) file
+    (qrels, TREC runs); read errors name the file."""
+    try:
+        with open_text(path) as handle:
+            for lineno, line in enumerate(handle, start=1):
+                parts = line.split()
+                if parts:
+                    yield lineno, parts
+    except READ_ERRORS as exc:
+        raise InputError(f"cannot read: {exc}", path) from None
+
+
 def first_json_object(path: str | Path) -> dict[str, Any] | None:
     """The first non-blank line of a JSONL(.gz) file as an object; None when there is none or
     it is not a JSON object (the full reader then reports it with its line number)."""

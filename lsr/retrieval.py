@@ -104,10 +104,6 @@ class Retriever:
     def query_mode(self) -> str:
         return str(self.sparse.manifest["encoder"]["config"]["query_mode"])
 
-    @property
-    def modes(self) -> tuple[str, ...]:
-        return MODES if self.dense is not None else ("sparse",)
-
     # -- encoders (loaded on first use) -------------------------------------------------------
     @property
     def query_encoder(self) -> SideEncoder:
@@ -180,8 +176,6 @@ class Retriever:
         """Top-k hits for one text query (the low-latency path: no batch machinery)."""
         if mode != "sparse":
             return self.batch_search([text], k, mode=mode, fusion=fusion, timings=timings)[0]
-        k = check_k(k)
-        self._check(mode)
         if not isinstance(text, str):
             raise InputError(f"a query is a string, got {type(text).__name__}")
         started = time.perf_counter()

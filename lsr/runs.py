@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from lsr.errors import InputError
-from lsr.io import READ_ERRORS, atomic_write, open_text
+from lsr.io import atomic_write, iter_rows, open_text
 from lsr.types import Hits, RunLike
 
 
@@ -91,31 +91,19 @@ def write_trec_lines(
 
 def read_trec_run(path: str | Path) -> dict[str, dict[str, float]]:
     """``{qid: {docid: score}}`` from a 6-column TREC run file (gzip when named ``.gz``)."""
-    path = Path(path)
     run: dict[str, dict[str, float]] = {}
-    try:
-        with open_text(path) as handle:
-            for lineno, line in enumerate(handle, start=1):
-                parts = line.split()
-                if not parts:
-                    continue
-                if len(parts) != 6:
-                    raise InputError(
-                        f"expected 6 columns (qid Q0 docid rank score tag), got {len(parts)}",
-                        path,
-                        lineno,
-                    )
-                qid, _, docid, _, raw, _ = parts
-                try:
-                    score = float(raw)
-                except ValueError:
-                    raise InputError(f"score is not a number: {raw!r}", path, lineno) from None
-                hits = run.setdefault(qid, {})
-                if docid in hits:
-                    raise InputError(
-                        f"document {docid!r} appears twice for query {qid!r}", path, lineno
-                    )
-                hits[docid] = score
-    except READ_ERRORS as exc:
-        raise InputError(f"cannot read: {exc}", path) from None
+    for lineno, parts in iter_rows(path):
+        if len(parts) != 6:
+            raise InputError(
+                f"expected 6 columns (qid Q0 docid rank score tag), got {len(parts)}", path, lineno
+            )
+        qid, _, docid, _, raw, _ = parts
+        try:
+            score = float(raw)
+        except ValueError:
+            raise InputError(f"score is not a number: {raw!r}", path, lineno) from None
+        hits = run.setdefault(qid, {})
+        if docid in hits:
+            raise InputError(f"document {docid!r} appears twice for query {qid!r}", path, lineno)
+        hits[docid] = score
     return run

@@ -81,9 +81,6 @@ class Vocabulary:
             self._sha256 = (len(self._tokens), value)
         return value
 
-    def frozen_copy(self) -> Vocabulary:
-        return Vocabulary(self._tokens, frozen=True, source=self.source)
-
     # -- persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self._tokens, ensure_ascii=False), encoding="utf-8")

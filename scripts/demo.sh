@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the embedded defaults: encode SciFact (5,183 abstracts, ../shared) with
 # splade-tiny into a sparse index, describe it, search it with text, and write TREC runs for the
-# SciFact test queries -- once with siamese queries (the model encodes them) and once with
-# inference-free queries (tokenizer x IDF, no model at query time), which reuses the encoded shards.
+# SciFact queries -- once with siamese queries (the model encodes them) and once with
+# inference-free queries (tokenizer x IDF, no model at query time), which reuses the encoded shards
+# -- and ends with what the two systems are worth: nDCG@10 on the SciFact test queries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shared="${LSR_SHARED:-../shared}"
@@ -21,3 +22,5 @@ $lsr search indexes/scifact-if --queries "$data/queries.jsonl.gz" -k 100 -o runs
 echo "top hits for 'Does vitamin D lower the risk of cancer?':"
 $lsr search indexes/scifact "Does vitamin D lower the risk of cancer?" -k 5
 $lsr search indexes/scifact-if "Does vitamin D lower the risk of cancer?" -k 5
+echo "quality on the SciFact test split (pytrec_eval):"
+$lsr eval runs runs/scifact-siamese.trec runs/scifact-if.trec --qrels "$data" --split test

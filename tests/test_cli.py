@@ -243,7 +243,7 @@ def test_search_queries_trec_run_equals_api(scifact_small, tmp_path):
     run = _parse_run(run_path.read_text())
 
     index = SparseIndex.open(scifact_small["index"])
-    queries = read_jsonl(scifact_small["queries"], index.vocab.frozen_copy())
+    queries = read_jsonl(scifact_small["queries"], index.vocab)
     expected = index.batch_search(queries, k)
     assert list(run) == [qid for qid, hits in zip(queries.ids, expected, strict=True) if hits]
     for qid, hits in zip(queries.ids, expected, strict=True):
@@ -279,7 +279,7 @@ def test_search_queries_matches_brute_force(small, tmp_path):
     _ok(result)
     run = _parse_run(_stdout(result))
     docs = read_jsonl(small["docs"])
-    q = read_jsonl(queries, docs.vocab.frozen_copy())
+    q = read_jsonl(queries, Vocabulary(docs.vocab.tokens, frozen=True))
     want = brute_force_topk(q.matrix, docs.matrix, 2)
     for qid, row in zip(q.ids, want, strict=True):
         got = [(d, s) for d, _, s in run.get(qid, [])]

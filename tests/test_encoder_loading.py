@@ -83,6 +83,12 @@ def st_dirs(tmp_path_factory) -> dict[str, object]:
 
 
 # -- sentence-transformers directories -----------------------------------------------------------
+# sentence-transformers encodes these texts as one padded batch; lsr encodes each text alone
+# (batch-invariant). sentence-transformers' own weights move by up to 2.3e-6 between its batch and
+# a text alone, and both are within 2.1e-6 of a float64 forward pass: allow that much.
+ST_BATCH_ATOL = 5e-6
+
+
 def test_st_plain_directory_matches_sentence_transformers(st_dirs) -> None:
     encoder = load_encoder(st_dirs["a"])
     cfg = encoder.config
@@ -94,7 +100,7 @@ def test_st_plain_directory_matches_sentence_transformers(st_dirs) -> None:
         ours = (encoder.encode_query if task == "query" else encoder.encode_document)(TEXTS)
         theirs = _st_vectors(st_dirs["plain"], TEXTS, task)
         theirs[:, specials] = 0  # our mlm sides zero the special-token columns
-        np.testing.assert_allclose(ours.matrix.toarray(), theirs, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ours.matrix.toarray(), theirs, rtol=1e-5, atol=ST_BATCH_ATOL)
 
 
 def test_st_inference_free_directory_matches_sentence_transformers(st_dirs) -> None:
@@ -111,7 +117,7 @@ def test_st_inference_free_directory_matches_sentence_transformers(st_dirs) -> N
     docs = encoder.encode_document(TEXTS).matrix.toarray()
     theirs = _st_vectors(st_dirs["free"], TEXTS, "document")
     theirs[:, _special_cols(encoder)] = 0
-    np.testing.assert_allclose(docs, theirs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(docs, theirs, rtol=1e-5, atol=ST_BATCH_ATOL)
 
 
 def test_overrides_win_over_the_directory(st_dirs) -> None:

@@ -111,11 +111,12 @@ def test_matches_reference_vectors(splade_backbone):
     assert side.stats.truncated == sum(len(tokens_of(splade_backbone, t)) > 254 for t in texts)
 
 
+@pytest.mark.parametrize("batching", ["invariant", "padded"])
 @pytest.mark.parametrize("pooling", ["max", "sum"])
 @pytest.mark.parametrize("projection", ["reference", "tiled", "screened"])
-def test_pooling_and_masking_by_hand(splade_backbone, pooling, projection):
-    side = splade_side(splade_backbone, projection, pooling=pooling)
-    got = dense(side.encode(SHORT, batch_size=len(SHORT)))  # one padded batch
+def test_pooling_and_masking_by_hand(splade_backbone, pooling, projection, batching):
+    side = splade_side(splade_backbone, projection, pooling=pooling, batching=batching)
+    got = dense(side.encode(SHORT, batch_size=len(SHORT)))  # padded: one batch
     seqs = [with_specials(splade_backbone, tokens_of(splade_backbone, t)) for t in SHORT]
     want = hand_splade(splade_backbone.model, seqs, pooling=pooling)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
@@ -146,26 +147,54 @@ def test_special_positions_pooled_and_columns_zeroed(splade_backbone):
             bias.copy_(saved)
 
 
+@pytest.mark.parametrize("batching", ["invariant", "padded"])
 @pytest.mark.parametrize("pooling", ["max", "sum"])
-def test_fast_paths_equal_reference(splade_backbone, pooling):
+def test_fast_paths_equal_reference(splade_backbone, pooling, batching):
     _, texts = scifact_docs(12)
     ref = dense(
         splade_side(splade_backbone, "reference", pooling=pooling).encode(texts, batch_size=6)
     )
     for projection in ("tiled", "screened"):
-        side = splade_side(splade_backbone, projection, pooling=pooling)
+        side = splade_side(splade_backbone, projection, pooling=pooling, batching=batching)
         got = dense(side.encode(texts, batch_size=6))
         np.testing.assert_allclose(got, ref, atol=1e-5, rtol=1e-5)
         assert ((got > 0) == (ref > 0)).all()
 
 
 def test_padding_and_order_invariance(splade_backbone):
+    """Padded batches agree with texts alone to float32 rounding (invariant batching: exactly,
+    see test_batch_invariance)."""
     _, texts = scifact_docs(7)
     texts = [*texts, *SHORT]
-    side = splade_side(splade_backbone)
+    side = splade_side(splade_backbone, batching="padded")
     batched = dense(side.encode(texts, batch_size=5))
     alone = np.vstack([dense(side.encode([t], batch_size=1)) for t in texts])
     np.testing.assert_allclose(batched, alone, atol=1e-5, rtol=1e-5)
+    invariant = dense(splade_side(splade_backbone).encode(texts, batch_size=5))
+    np.testing.assert_allclose(invariant, alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "side_config",
+    [
+        {},
+        {"top_k": 5},
+        {"min_weight": 0.8},
+        {"max_length": 16, "stride": 4, "chunk_pooling": "mean"},  # several windows
+        {"batching": "padded"},
+        {"pooling": "sum", "top_k": 12},
+    ],
+)
+def test_encode_one_is_encode_row(splade_backbone, side_config):
+    """The lean single-text path returns exactly what the batch path does for that text."""
+    _, docs = scifact_docs(1)
+    side = splade_side(splade_backbone, **side_config)
+    for text in [*SHORT, docs[0][:300]]:
+        one = side.encode_one(text)
+        row = side.encode([text]).row(0)
+        assert one.terms.dtype == row.terms.dtype and one.weights.dtype == row.weights.dtype
+        assert np.array_equal(one.terms, row.terms) and np.array_equal(one.weights, row.weights)
+    assert side.stats.texts == 2 * (len(SHORT) + 1)
 
 
 def test_output_pruning(splade_backbone):
@@ -362,7 +391,9 @@ def test_echo_pooling_by_hand(tmp_path, kind):
         spans.append((1 + len(x), 1 + 2 * len(x)))  # the second copy only
     want = hand_splade(model, seqs, spans)
     reference = SpladeSide(doc.backbone, doc.config, echo=True, projection="reference")
-    for side in (doc, reference):
+    padded_config = doc.config.model_copy(update={"batching": "padded"})
+    padded = SpladeSide(doc.backbone, padded_config, echo=True)
+    for side in (doc, reference, padded):
         batched = dense(side.encode(SHORT, batch_size=len(SHORT)))  # padded batch
         alone = np.vstack([dense(side.encode([t], batch_size=1)) for t in SHORT])
         np.testing.assert_allclose(batched, want, atol=1e-5, rtol=1e-4)
@@ -384,6 +415,8 @@ def test_echo_mlp_on_causal_backbone(tmp_path):
     assert doc.echo and doc.random_head and doc.backbone.base() is doc.backbone.model.model
     batched = dense(doc.encode(SHORT, batch_size=5))
     alone = np.vstack([dense(doc.encode([t])) for t in SHORT])
-    np.testing.assert_allclose(batched, alone, atol=1e-6)
+    assert np.array_equal(batched, alone)  # invariant batching: bit for bit
+    doc.config = doc.config.model_copy(update={"batching": "padded"})
+    np.testing.assert_allclose(dense(doc.encode(SHORT, batch_size=5)), alone, atol=1e-6)
     text_terms = set(tokens_of(doc.backbone, SHORT[0]))
     assert set(np.flatnonzero(batched[0])) <= text_terms

@@ -210,3 +210,20 @@ def test_shard_order_and_ids_are_preserved(corpus, tmp_path):
     ids = [retriever.sparse.doc_id(i) for i in range(len(retriever.sparse))]
     assert ids == [doc_id for doc_id, _ in iter_corpus(corpus)]
     assert np.isfinite(retriever.sparse.codec.scale)
+
+
+def test_a_siamese_index_loads_only_the_query_side(siamese_index, monkeypatch):
+    """Searching needs the query side: the document side is not built (start-up time)."""
+    from lsr.encoders import sides
+
+    built = []
+    make = sides.SpladeSide.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(args[1].max_length)  # the SideConfig: query sides have max_length 32 here
+        make(self, *args, **kwargs)
+
+    monkeypatch.setattr(sides.SpladeSide, "__init__", counting_init)
+    retriever = Retriever.open(siamese_index)
+    assert retriever.search(QUERIES[0], 3)
+    assert built == [32]

@@ -114,3 +114,36 @@ def eval_beir(
         f"({report['queries']} queries) in {time.perf_counter() - started:.0f} s; best nDCG@10 "
         f"{best['metrics']['ndcg@10']:.4f} ({best['name']}); report in {output}/results.md"
     )
+
+
+@app.command("runs")
+@friendly_errors
+def eval_runs(
+    runs: Annotated[list[Path], typer.Argument(help="TREC run files to score")],
+    qrels: Annotated[Path, typer.Option(help="qrels file, or a BEIR directory (with --split)")],
+    split: Annotated[str, typer.Option(help="qrels split of a BEIR directory")] = "test",
+    as_json: Annotated[bool, typer.Option("--json", help="print the metrics as JSON")] = False,
+) -> None:
+    """Score TREC runs against qrels (nDCG@10, R@100, MRR@10 via pytrec_eval)."""
+    import json
+
+    from lsr.corpus import load_qrels
+    from lsr.extras import require
+    from lsr.metrics import DEFAULT_METRICS, evaluate
+    from lsr.runs import read_trec_run
+
+    require("scoring runs", "pytrec_eval")
+    judgements = load_qrels(qrels, split)
+    scores = {}
+    for path in runs:
+        result = evaluate(judgements, read_trec_run(path))
+        scores[str(path)] = {"queries": result.n_queries, **result.mean}
+    if as_json:
+        typer.echo(json.dumps(scores, indent=2))
+        return
+    names = {"ndcg_cut_10": "nDCG@10", "recall_100": "R@100", "mrr_10": "MRR@10"}
+    width = max(len(p) for p in scores)
+    typer.echo(f"{'run':<{width}}  queries  " + "  ".join(names[m] for m in DEFAULT_METRICS))
+    for path, row in scores.items():
+        values = "  ".join(f"{row[m]:>{len(names[m])}.4f}" for m in DEFAULT_METRICS)
+        typer.echo(f"{path:<{width}}  {row['queries']:>7}  {values}")

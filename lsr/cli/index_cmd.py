@@ -14,8 +14,6 @@ import typer
 from lsr.cli.common import friendly_errors, human_bytes, log
 from lsr.errors import InputError
 from lsr.index.quantization import QUANTIZATIONS
-from lsr.sparse import iter_vector_batches
-from lsr.vocab import Vocabulary
 
 # lsr.index.builder and lsr.index.sparse_index load Numba (~1.5 s): commands import them when
 # they run, so `lsr --help` stays fast.
@@ -58,6 +56,13 @@ def index_build(
         typer.Option(help="split long documents into chunks overlapping by this many tokens"),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="texts per encoder batch")] = 8,
+    batching: Annotated[
+        str,
+        typer.Option(
+            help="invariant (each text alone: its vector never depends on its batch) or padded "
+            "(length-sorted padded batches: faster on a GPU, last bits depend on the batch)"
+        ),
+    ] = "invariant",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
     shard_size: Annotated[
         int, typer.Option(help="documents per resumable shard of encoded vectors")
@@ -111,7 +116,7 @@ def index_build(
             model=model,
             query_mode=query_mode,
             query=SideConfig(max_length=query_max_length),
-            document=SideConfig(max_length=doc_max_length, stride=doc_stride),
+            document=SideConfig(max_length=doc_max_length, stride=doc_stride, batching=batching),
             idf=str(idf) if idf else None,
             batch_size=batch_size,
             device=device,
@@ -134,6 +139,9 @@ def index_build(
         return
     if not inputs:
         raise InputError("give vector files to index, or --corpus and --model to encode text")
+    from lsr.sparse import iter_vector_batches
+    from lsr.vocab import Vocabulary
+
     for path in inputs:
         if not path.exists():
             raise InputError("file not found", path)

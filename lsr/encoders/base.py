@@ -77,6 +77,19 @@ def prune_rows(matrix: sp.csr_matrix, *, top_k: int | None, min_weight: float) -
     return pruned
 
 
+def prune_terms(
+    terms: np.ndarray, weights: np.ndarray, *, top_k: int | None, min_weight: float
+) -> TermWeights:
+    """:func:`prune_rows` for one vector given as distinct term ids and weights (same rule)."""
+    keep = weights > max(min_weight, 0.0)
+    terms, weights = terms[keep], weights[keep]
+    if top_k is not None and terms.size > top_k:
+        order = np.lexsort((terms, -weights))[:top_k]
+        order.sort()
+        terms, weights = terms[order], weights[order]
+    return TermWeights(terms, weights)
+
+
 class SideEncoder(ABC):
     """One side of an encoder: texts in, a SparseBatch over ``vocab`` out."""
 

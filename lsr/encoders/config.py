@@ -35,6 +35,13 @@ class SideConfig(BaseModel):
     )
     max_chunks: int | None = Field(None, ge=1, description="chunks per text at most (then counted)")
     chunk_pooling: Literal["max", "mean"] = Field("max", description="pooling across chunks")
+    batching: Literal["invariant", "padded"] = Field(
+        "invariant",
+        description="invariant: every window is its own forward pass, on a thread that runs "
+        "torch with one intra-op thread, so a text's vector is the same bit for bit whatever "
+        "else shares its batch; padded: length-sorted padded batches of batch_size (faster on a "
+        "GPU; the last bits of a vector then depend on its batch)",
+    )
     top_k: int | None = Field(None, ge=1, description="keep the k largest weights per vector")
     min_weight: float = Field(0.0, ge=0.0, description="drop weights at or below this value")
 

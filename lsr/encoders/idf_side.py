@@ -7,6 +7,7 @@ index directory (``tokenizer.json`` + ``idf.json``) stays small and starts fast.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 from tokenizers import Tokenizer
 
-from lsr.encoders.base import SideEncoder
+from lsr.encoders.base import SideEncoder, prune_terms
 from lsr.encoders.config import SideConfig
 from lsr.encoders.idf_table import IdfTable
 from lsr.encoders.tokenizer import (
@@ -28,6 +29,7 @@ from lsr.encoders.tokenizer import (
     tokenizer_vocabulary,
 )
 from lsr.errors import InputError
+from lsr.sparse import TermWeights
 from lsr.vocab import Vocabulary
 
 
@@ -67,6 +69,12 @@ class IdfQueryEncoder(SideEncoder):
         super().__init__(vocab, config)
         self.idf = idf
         self._special = special_token_ids(self.tokenizer)
+        # ids a query vector never holds: special tokens (added, or typed in as "[SEP]") and
+        # added tokens beyond the vocabulary; one lookup instead of masks and np.isin
+        n_ids = max(self.tokenizer.get_vocab_size(with_added_tokens=True), len(self.vocab))
+        self._dropped = np.zeros(n_ids, dtype=bool)
+        self._dropped[len(self.vocab) :] = True
+        self._dropped[self._special] = True
         self._n_special = (
             self.tokenizer.post_processor.num_special_tokens_to_add(False)
             if (self.tokenizer.post_processor is not None)
@@ -119,6 +127,26 @@ class IdfQueryEncoder(SideEncoder):
             self.stats.chunks += len(chunk)
             self.stats.truncated += truncated
         return mats[0] if len(mats) == 1 else sp.vstack(mats, format="csr")
+
+    def encode_one(self, text: str) -> TermWeights:
+        """One query's vector without scipy or batch machinery: the inference-free fast path."""
+        if not isinstance(text, str):
+            raise InputError(f"a query is a string, got {type(text).__name__}")
+        started = time.perf_counter()
+        (encoding,) = self.tokenizer.encode_batch_fast([text], add_special_tokens=True)
+        ids = np.array(encoding.ids, dtype=np.int64)
+        terms = np.unique(ids[~self._dropped[ids]])
+        cfg = self.config
+        out = prune_terms(
+            terms, self.idf.weights[terms], top_k=cfg.top_k, min_weight=cfg.min_weight
+        )
+        stats = self.stats
+        stats.texts += 1
+        stats.chunks += 1
+        stats.tokens += ids.size
+        stats.truncated += int(bool(encoding.overflowing))
+        stats.seconds += time.perf_counter() - started
+        return out
 
     def save(self, directory: str | Path) -> None:
         """Write ``tokenizer.json`` (a byte copy of the source when known) and ``idf.json``."""

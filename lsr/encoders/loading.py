@@ -3,17 +3,10 @@
 Two kinds of checkpoint (a local directory or a Hugging Face hub id):
 
 * **A plain masked-LM / causal-LM checkpoint** (``config.json`` + weights + tokenizer). The model
-  sides come from :func:`lsr.encoders.transformer.load_transformer_sides`; an inference-free
-  encoder gets an :class:`~lsr.encoders.idf.IdfQueryEncoder` as its query side.
-* **A sentence-transformers ``SparseEncoder`` directory** (``modules.json``). Its files are read,
-  never its code: ``MLMTransformer`` / ``Transformer(transformer_task="fill-mask")`` +
-  ``SpladePooling`` become an ``mlm`` side (model = the directory holding the MLM weights,
-  pooling, max length), a ``SparseStaticEmbedding`` becomes the IDF query side (its
-  ``model.safetensors`` weights or ``idf.json``), a ``Router`` picks the query and document routes
-  (inference-free when the query route is a ``SparseStaticEmbedding``). Anything else is an
-  :class:`~lsr.errors.InputError` naming the module type. Settings that this package's encoders
-  cannot reproduce (prompts, a non-dot similarity, ``do_lower_case``) are errors too, not silently
-  different vectors.
+  sides come from :func:`lsr.encoders.sides.load_transformer_sides`; an inference-free
+  encoder gets an :class:`~lsr.encoders.idf_side.IdfQueryEncoder` as its query side.
+* **A sentence-transformers ``SparseEncoder`` directory** (``modules.json``): its files are read
+  (never its code) by :mod:`lsr.encoders.st_layout` into the same settings.
 
 Inference-free flow when no ``idf.json`` is given (``config.idf is None``)::
 

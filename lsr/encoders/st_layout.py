@@ -1,14 +1,13 @@
 """A sentence-transformers ``SparseEncoder`` directory (``modules.json``) read as lsr settings.
 
-Its files are read,
-never its code: ``MLMTransformer`` / ``Transformer(transformer_task="fill-mask")`` +
-``SpladePooling`` become an ``mlm`` side (model = the directory holding the MLM weights,
-pooling, max length), a ``SparseStaticEmbedding`` becomes the IDF query side (its
-``model.safetensors`` weights or ``idf.json``), a ``Router`` picks the query and document routes
-(inference-free when the query route is a ``SparseStaticEmbedding``). Anything else is an
-:class:`~lsr.errors.InputError` naming the module type. Settings that this package's encoders
-cannot reproduce (prompts, a non-dot similarity, ``do_lower_case``) are errors too, not silently
-different vectors.
+Its files are read, never its code: ``MLMTransformer`` /
+``Transformer(transformer_task="fill-mask")`` + ``SpladePooling`` become an ``mlm`` side (model =
+the directory holding the MLM weights, pooling, max length), a ``SparseStaticEmbedding`` becomes
+the IDF query side (its ``model.safetensors`` weights or ``idf.json``), a ``Router`` picks the
+query and document routes (inference-free when the query route is a ``SparseStaticEmbedding``).
+Anything else is an :class:`~lsr.errors.InputError` naming the module type. Settings that this
+package's encoders cannot reproduce (prompts, a non-dot similarity, ``do_lower_case``) are errors
+too, not silently different vectors.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lsr.encoders.config import SideConfig
 from lsr.encoders.tokenizer import load_tokenizer, tokenizer_file
 from lsr.errors import InputError
 from lsr.io import read_json
@@ -118,9 +116,6 @@ def _pooling_fields(module: _Module) -> dict[str, Any]:
     activation = config.get("activation_function", "relu")
     fields: dict[str, Any] = {"pooling": strategy}
     if activation == "relu":  # log1p(relu(x)): what every mlm side computes
-        return fields
-    if "activation" in SideConfig.model_fields:  # an encoder that knows other activations
-        fields["activation"] = activation
         return fields
     raise InputError(
         f"SpladePooling activation_function {activation!r} is not supported (only 'relu', "

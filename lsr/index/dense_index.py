@@ -240,11 +240,6 @@ class DenseIndex:
         entries = list(self.manifest["arrays"].values()) + list(self.manifest["files"].values())
         return sum(int(e["bytes"]) for e in entries)
 
-    @property
-    def faiss_index(self) -> Any:
-        """The underlying faiss index (read-only use: do not add to it)."""
-        return self._index
-
     def doc_id(self, position: int) -> str:
         return self._ids[position].decode("utf-8")
 

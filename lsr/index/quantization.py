@@ -38,11 +38,6 @@ class Codec:
     def dtype(self) -> np.dtype:
         return np.dtype({"uint8": np.uint8, "float16": np.uint16, "float32": np.float32}[self.kind])
 
-    @property
-    def max_error(self) -> float:
-        """Largest absolute difference between a stored weight and its decoded value (uint8)."""
-        return self.scale if self.kind == "uint8" else 0.0
-
     def encode(self, weights: np.ndarray) -> np.ndarray:
         """Codes for positive weights; none becomes code 0, so no posting is lost."""
         weights = np.asarray(weights, dtype=np.float32)

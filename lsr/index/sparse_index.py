@@ -194,19 +194,16 @@ class SparseIndex:
         if max_terms is not None:
             check_k(max_terms, "max_terms")
         if isinstance(queries, TermWeights):
-            rows, indices, data = _one_row(queries.terms, queries.weights, len(self.vocab))
-            n_rows = 1
-        elif isinstance(queries, Mapping):
-            rows, indices, data = self._dict_row(queries, unknown)
-            n_rows = 1
+            return self._prepare_one(queries, min_weight, max_terms)
+        if isinstance(queries, Mapping):
+            return self._prepare_one(self._dict_terms(queries, unknown), min_weight, max_terms)
+        if isinstance(queries, SparseBatch):
+            batch = queries.remap(self.vocab, unknown=unknown)
         else:
-            if isinstance(queries, SparseBatch):
-                batch = queries.remap(self.vocab, unknown=unknown)
-            else:
-                batch = SparseBatch.from_dicts(list(queries), vocab=self.vocab, unknown=unknown)
-            m = batch.matrix
-            n_rows, data, indices = m.shape[0], m.data, m.indices
-            rows = np.repeat(np.arange(n_rows), np.diff(m.indptr))
+            batch = SparseBatch.from_dicts(list(queries), vocab=self.vocab, unknown=unknown)
+        m = batch.matrix
+        n_rows, data, indices = m.shape[0], m.data, m.indices
+        rows = np.repeat(np.arange(n_rows), np.diff(m.indptr))
         if data.size and (not np.all(np.isfinite(data)) or data.min() < 0):
             raise InputError("query weights must be finite and >= 0")
         keep = (data > 0) & (data >= np.float32(min_weight))
@@ -229,10 +226,23 @@ class SparseIndex:
         np.cumsum(np.bincount(rows, minlength=n_rows), out=ptr[1:])
         return QueryArrays(ptr, terms[order], weights[order])
 
-    def _dict_row(
-        self, query: Mapping[str, float], unknown: str
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(rows, term ids, weights) of one ``{token: weight}``: no scipy, no vocabulary copy."""
+    def _prepare_one(
+        self, query: TermWeights, min_weight: float, max_terms: int | None
+    ) -> QueryArrays:
+        """One query in term ids: checked, pruned and ordered by one compiled call."""
+        status, terms, weights = kernels.canonical_query(
+            np.asarray(query.terms, dtype=np.int64),
+            np.asarray(query.weights, dtype=np.float32),
+            self._term_bound,
+            np.float32(min_weight),
+            0 if max_terms is None else int(max_terms),
+        )
+        if status != kernels.query.OK:
+            raise InputError(_QUERY_PROBLEMS[status].format(n=len(self.vocab)))
+        return QueryArrays(np.array([0, terms.size], dtype=np.int64), terms, weights)
+
+    def _dict_terms(self, query: Mapping[str, float], unknown: str) -> TermWeights:
+        """One ``{token: weight}`` as term ids and weights: no scipy, no vocabulary copy."""
         terms_list = []
         weights_list = []
         for token, weight in query.items():
@@ -247,10 +257,8 @@ class SparseIndex:
                 raise InputError(f"weight of {token!r} must be finite and >= 0, got {weight}")
             terms_list.append(tid)
             weights_list.append(weight)
-        return _one_row(
-            np.asarray(terms_list, dtype=np.int32),
-            np.asarray(weights_list, dtype=np.float32),
-            len(self.vocab),
+        return TermWeights(
+            np.asarray(terms_list, dtype=np.int64), np.asarray(weights_list, dtype=np.float32)
         )
 
     def _accumulator(self) -> np.ndarray:
@@ -308,12 +316,13 @@ class SparseIndex:
         return docs, scores, counts
 
     def warm_up(self, k: int = 10, *, algorithm: str = "exhaustive") -> None:
-        """Compile (or load from Numba's cache) the kernels a search will use, on empty queries."""
-        for n in (1, 2):  # the single-query and the batch kernel
-            empty = QueryArrays(
-                np.zeros(n + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)
-            )
-            self.search_arrays(empty, k, algorithm=algorithm)
+        """Compile (or load from Numba's cache) the kernels a search will use, on empty queries:
+        the query preparation and the single-query kernel, then the batch kernel."""
+        self.search(
+            TermWeights(np.zeros(0, np.int64), np.zeros(0, np.float32)), k, algorithm=algorithm
+        )
+        two = QueryArrays(np.zeros(3, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32))
+        self.search_arrays(two, k, algorithm=algorithm)
 
     def _hits(self, docs: np.ndarray, scores: np.ndarray, count: int) -> list[Hit]:
         ids = self._a["doc_ids"]
@@ -364,22 +373,14 @@ class SparseIndex:
         return [self._hits(docs[i], scores[i], int(counts[i])) for i in range(len(counts))]
 
 
+_QUERY_PROBLEMS = {
+    kernels.query.BAD_TERM: "query term ids must lie in [0, {n})",
+    kernels.query.BAD_WEIGHT: "query weights must be finite and >= 0",
+    kernels.query.DUPLICATE_TERM: "a query names a term id twice",
+}
+
+
 def _check_algorithm(algorithm: str) -> str:
     if algorithm not in ALGORITHMS:
         raise InputError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
     return algorithm
-
-
-def _one_row(
-    terms: np.ndarray, weights: np.ndarray, vocab_size: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, term ids, weights) of one query given in term ids, checked against the vocabulary."""
-    terms = np.asarray(terms, dtype=np.int64)
-    weights = np.asarray(weights, dtype=np.float32)
-    if terms.shape != weights.shape or terms.ndim != 1:
-        raise InputError(f"term ids {terms.shape} and weights {weights.shape} do not pair up")
-    if terms.size and (terms.min() < 0 or terms.max() >= vocab_size):
-        raise InputError(f"term ids must lie in [0, {vocab_size})")
-    if np.unique(terms).size != terms.size:
-        raise InputError("a query names a term id twice")
-    return np.zeros(terms.size, dtype=np.int64), terms, weights

@@ -1,16 +1,19 @@
 """Numba kernels over plain arrays, one job per module.
 
 ``layout``: the index as kernels take it (:class:`IndexArrays`); ``topk``: the hit heap;
-``build``: postings from CSR; ``exhaustive`` and ``maxscore``: the two exact query algorithms.
+``build``: postings from CSR; ``query``: one query checked and put in canonical order;
+``exhaustive`` and ``maxscore``: the two exact query algorithms.
 """
 
 from lsr.index.kernels.build import encode_blocks, prune_terms_top_n, transpose_to_term_major
 from lsr.index.kernels.exhaustive import exhaustive_batch, exhaustive_one
 from lsr.index.kernels.layout import IndexArrays
 from lsr.index.kernels.maxscore import maxscore_batch, maxscore_one, window_blocks
+from lsr.index.kernels.query import canonical_query
 
 __all__ = [
     "IndexArrays",
+    "canonical_query",
     "encode_blocks",
     "exhaustive_batch",
     "exhaustive_one",

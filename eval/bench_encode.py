@@ -34,7 +34,7 @@ how lsr encoded single queries before) and the other projections at batch 1.
 from __future__ import annotations
 
 import argparse
-import gzip
+import itertools
 import json
 import os
 import sys
@@ -50,6 +50,7 @@ import torch
 
 from eval.bench_index import machine_info, percentile
 from eval.cpu_load import competing_load
+from lsr.corpus import iter_corpus, load_queries
 from lsr.encoders.config import EncoderConfig, SideConfig
 from lsr.encoders.device import ForwardPool, cpu_has_native_bf16
 from lsr.encoders.projection import pool_screened
@@ -60,8 +61,7 @@ from lsr.sparse import read_jsonl
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LSR_SHARED", REPO.parent / "shared"))
 MODEL = SHARED / "models" / "splade-tiny"
-CORPUS = SHARED / "data" / "beir" / "scifact" / "corpus.jsonl.gz"
-QUERIES = SHARED / "data" / "beir" / "scifact" / "queries.jsonl.gz"
+SCIFACT = SHARED / "data" / "beir" / "scifact"
 VECTORS = SHARED / "data" / "vectors" / "scifact-splade-tiny" / "docs.jsonl.gz"
 MAX_LENGTH = 256
 QUERY_MAX_LENGTH = 64
@@ -69,25 +69,13 @@ TOLERANCE = 1e-4
 
 
 def load_texts(n: int) -> tuple[list[str], list[str]]:
-    ids, texts = [], []
-    with gzip.open(CORPUS, "rt", encoding="utf-8") as handle:
-        for line in handle:
-            doc = json.loads(line)
-            ids.append(doc["_id"])
-            texts.append(doc["title"] + " " + doc["text"])
-            if len(ids) == n:
-                break
-    return ids, texts
+    """The first ``n`` SciFact documents as lsr indexes them (title + " " + text)."""
+    ids, texts = zip(*itertools.islice(iter_corpus(SCIFACT), n), strict=True)
+    return list(ids), list(texts)
 
 
-def load_queries(n: int) -> list[str]:
-    texts = []
-    with gzip.open(QUERIES, "rt", encoding="utf-8") as handle:
-        for line in handle:
-            texts.append(json.loads(line)["text"])
-            if len(texts) == n:
-                break
-    return texts
+def first_queries(n: int) -> list[str]:
+    return list(load_queries(SCIFACT).values())[:n]
 
 
 def st_matrix(encoded: torch.Tensor, special: Sequence[int]) -> sp.csr_matrix:
@@ -342,7 +330,7 @@ def bench_single_queries(args: argparse.Namespace) -> dict[str, Any]:
     """One query at a time: lsr's encode_one vs sentence-transformers' encode_query."""
     from sentence_transformers import SparseEncoder
 
-    queries = load_queries(args.queries)
+    queries = first_queries(args.queries)
     config = EncoderConfig(
         model=str(MODEL), query=SideConfig(max_length=QUERY_MAX_LENGTH), device="cpu"
     )

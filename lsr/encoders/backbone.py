@@ -6,6 +6,11 @@ With echo embeddings (``EncoderConfig.echo``; None means on for causal LMs) a pa
 has attended to the whole window; a window then holds ``(max_length - specials) // 2`` tokens.
 Padding is on the right with an attention mask: under a causal mask no real token attends to a
 pad, positions stay 0..n-1, and a pad token id is not needed.
+
+:func:`load_lean_backbone` is the query side's start-up path for BERT/DistilBERT checkpoints: the
+tokenizer from ``tokenizer.json`` through ``tokenizers`` and the model from
+:mod:`lsr.encoders.bert_forward`, without importing transformers, where that gives exactly what
+:func:`load_backbone` gives (else None, and callers load with transformers).
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from tokenizers import Tokenizer
 
 from lsr.encoders.device import resolve_device
 from lsr.encoders.projection import LMHeadSplit
 from lsr.encoders.resolve import looks_like_hub_id
 from lsr.errors import InputError
+from lsr.extras import require
 from lsr.vocab import Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -105,6 +112,21 @@ class Backbone:
     def forward_kwargs(self) -> dict[str, Any]:
         return {"use_cache": False} if self.causal else {}
 
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Each text's token ids: no special tokens added, no truncation."""
+        if isinstance(self.tokenizer, Tokenizer):  # the lean backbone: tokenizers alone
+            return [
+                e.ids for e in self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+            ]
+        return self.tokenizer(
+            texts,
+            add_special_tokens=False,
+            truncation=False,
+            verbose=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+
 
 def _special_template(tokenizer: Any) -> tuple[list[int], list[int]]:
     """The special tokens the tokenizer puts around a single text (e.g. [CLS] ... [SEP])."""
@@ -125,6 +147,7 @@ def load_backbone(
     ``lm``: AutoModelForCausalLM for decoder-only configs, else AutoModelForMaskedLM; ``base``:
     AutoModel (hidden states). Raises InputError for a path or hub id that cannot be loaded.
     """
+    require(f"loading {model!r} with transformers", "transformers")
     from transformers import AutoConfig, AutoTokenizer
 
     path = Path(model).expanduser()
@@ -164,6 +187,9 @@ def load_backbone(
         cls = AutoModelForCausalLM if backbone.causal else AutoModelForMaskedLM
     else:
         cls = AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars: lsr reports its own progress
     try:
         net, info = cls.from_pretrained(model, dtype=backbone.dtype, output_loading_info=True)
     except (OSError, ValueError, KeyError) as exc:
@@ -180,6 +206,55 @@ def load_backbone(
     backbone.model = net.to(backbone.device).eval()
     backbone.kind = need
     return backbone
+
+
+def load_lean_backbone(model: str, *, device: str = "auto", dtype: str = "auto") -> Backbone | None:
+    """:func:`load_backbone` (``need="lm"``) for a local BERT/DistilBERT masked LM on the CPU,
+    without transformers; None (logged at debug level) where the result could differ.
+
+    The tokenizer is ``tokenizer.json`` when :func:`~lsr.encoders.tokenizer.bert_special_tokens`
+    says transformers would tokenize alike, the model a :class:`~lsr.encoders.bert_forward.PlainMlm`
+    (bit-identical logits, checked on the CPU only: other devices use transformers).
+    """
+    import json
+
+    from lsr.encoders.bert_forward import load_mlm
+    from lsr.encoders.tokenizer import bert_special_tokens, load_tokenizer
+
+    path = Path(model).expanduser()
+    try:
+        if not path.is_dir():
+            raise ValueError("not a local directory")
+        run_on, run_as = resolve_device(device, dtype)
+        if run_on.type != "cpu":
+            raise ValueError(f"device {run_on}")
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise ValueError("config.json is not an object")
+        named = bert_special_tokens(path)
+        vocab = Vocabulary.load(path)
+        tokenizer = load_tokenizer(path)
+        ids = {key: tokenizer.token_to_id(text) for key, text in named.items()}
+        if any(i is None or not 0 <= i < len(vocab) for i in ids.values()):
+            raise ValueError(f"special tokens outside the vocabulary: {ids}")
+        net = load_mlm(path, config, run_on, run_as)
+    except (ValueError, OSError, InputError) as exc:
+        logger.debug("%s: loading with transformers (%s)", model, exc)
+        return None
+    return Backbone(
+        name=str(path),
+        tokenizer=tokenizer,
+        vocab=vocab,
+        model=net,
+        kind="lm",
+        device=run_on,
+        dtype=run_as,
+        prefix=[ids["cls_token"]],
+        suffix=[ids["sep_token"]],
+        special_ids=sorted(set(ids.values())),
+        pad_id=ids["pad_token"],
+        max_positions=net.shape.positions,
+    )
 
 
 def find_model_file(model: str, name: str) -> str | None:

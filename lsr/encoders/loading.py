@@ -112,7 +112,7 @@ def load_encoder(
     final = resolved.config
     if idf_table is not None and not final.inference_free:
         raise InputError("idf_table is only used by inference-free encoders")
-    query, document = _model_sides()(final)
+    query, document = _model_sides("torch", "transformers")(final)
     assert document is not None
     if final.inference_free:
         query = _query_side_for_idf(resolved, document.vocab, idf_table, document)
@@ -120,9 +120,10 @@ def load_encoder(
     return Encoder(final, query, document, origin=_origin(resolved))
 
 
-def _model_sides() -> Any:
-    """:func:`lsr.encoders.sides.load_transformer_sides`, or a clear error without torch."""
-    require("a model-backed encoder (siamese queries, document encoding)", "torch", "transformers")
+def _model_sides(*modules: str) -> Any:
+    """:func:`lsr.encoders.sides.load_transformer_sides`, or a clear error when ``modules`` (what
+    the caller needs at least: torch; transformers to encode documents) are missing."""
+    require("a model-backed encoder (siamese queries, document encoding)", *modules)
     from lsr.encoders.sides import load_transformer_sides
 
     return load_transformer_sides
@@ -208,7 +209,9 @@ def _siamese_query_side(
                 "the recorded files",
                 model,
             )
-    query, _ = _model_sides()(final, document=False)
+    # BERT-family query sides run without transformers (backbone.load_lean_backbone); others
+    # ask for it when they load
+    query, _ = _model_sides("torch")(final, document=False)
     assert query is not None
     want_vocab = (encoder_manifest.get("vocab") or {}).get("sha256")
     if want_vocab is not None and query.vocab.sha256 != want_vocab:

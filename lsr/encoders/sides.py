@@ -2,11 +2,13 @@
 
 ``load_transformer_sides(config)`` returns ``(query_side, document_side)``; the query side is None
 for inference-free encoders (the IDF side is built elsewhere). Both sides share one backbone.
+A SPLADE query side alone (a search process) is loaded without transformers where that gives the
+same vectors (:func:`~lsr.encoders.backbone.load_lean_backbone`).
 """
 
 from __future__ import annotations
 
-from lsr.encoders.backbone import load_backbone
+from lsr.encoders.backbone import load_backbone, load_lean_backbone
 from lsr.encoders.base import SideEncoder
 from lsr.encoders.binary_side import BinarySide
 from lsr.encoders.config import EncoderConfig, SideConfig
@@ -32,7 +34,11 @@ def load_transformer_sides(
         {config.query.family} if want_query else set()
     )
     need = "lm" if "mlm" in families else "base" if "mlp" in families else None
-    backbone = load_backbone(config.model, device=config.device, dtype=config.dtype, need=need)
+    backbone = None
+    if families == {"mlm"} and not document and not config.echo:  # a search process
+        backbone = load_lean_backbone(config.model, device=config.device, dtype=config.dtype)
+    if backbone is None:
+        backbone = load_backbone(config.model, device=config.device, dtype=config.dtype, need=need)
     echo = bool(config.echo) if config.echo is not None else backbone.causal
 
     def make(side: SideConfig) -> SideEncoder:

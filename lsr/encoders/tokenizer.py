@@ -1,8 +1,10 @@
 """Fast (``tokenizers``) tokenizers without torch or transformers: loading, vocabulary,
-special tokens, and the distinct token ids of texts."""
+special tokens, the distinct token ids of texts, and whether a BERT ``tokenizer.json`` tokenizes
+as transformers would (:func:`bert_special_tokens`)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -99,3 +101,105 @@ def token_sets(
     rows = np.repeat(np.arange(len(encodings), dtype=np.int64), lengths)[keep]
     keys = np.unique(rows * vocab_size + ids[keep])
     return keys // vocab_size, keys % vocab_size, total, truncated
+
+
+# -- BERT WordPiece as transformers builds it --------------------------------------------------
+BERT_TOKENIZER_CLASSES = frozenset(
+    {"BertTokenizer", "BertTokenizerFast", "DistilBertTokenizer", "DistilBertTokenizerFast"}
+)
+BERT_SPECIALS = {
+    "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+    "mask_token": "[MASK]",
+}  # fmt: skip
+_ADDED_FLAGS = ("content", "single_word", "lstrip", "rstrip", "normalized", "special")
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path.name} is not a JSON object")
+    return data
+
+
+def _token_text(value: object) -> object:
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def bert_special_tokens(directory: Path) -> dict[str, str]:
+    """The special tokens (``BERT_SPECIALS`` keys) of a BERT/DistilBERT model directory whose
+    ``tokenizer.json`` tokenizes as transformers' tokenizer for it does; ValueError saying what
+    could differ.
+
+    transformers 5 does not load BERT's ``tokenizer.json`` as it is: ``BertTokenizer`` rebuilds
+    the normalizer, pre-tokenizer and WordPiece model from ``tokenizer_config.json``
+    (``do_lower_case``, ``strip_accents``, ``tokenize_chinese_chars``, ``unk_token``), keeps the
+    file's vocabulary and added tokens (or ``added_tokens_decoder``), takes named tokens from
+    ``special_tokens_map.json``, and makes the template ``[CLS] $A [SEP]`` from ``cls_token`` and
+    ``sep_token``. The file is used only when all of that matches it; anything else (remote code,
+    added tokens that are not the named special tokens, extra special tokens, bos/eos, split
+    special tokens, other settings) is a ValueError.
+    """
+    tok_json = _read_json(directory / "tokenizer.json")
+    if not tok_json:
+        raise ValueError("no tokenizer.json")
+    config = _read_json(directory / "tokenizer_config.json")
+    cls_name = config.get("tokenizer_class")
+    if cls_name is not None and cls_name not in BERT_TOKENIZER_CLASSES:
+        raise ValueError(f"tokenizer_class {cls_name!r}")
+    if config.get("auto_map") or (directory / "added_tokens.json").exists():
+        raise ValueError("remote tokenizer code or added_tokens.json")
+    for key in ("split_special_tokens", "additional_special_tokens", "extra_special_tokens"):
+        if config.get(key):
+            raise ValueError(f"tokenizer_config.json sets {key}")
+    named = {**BERT_SPECIALS}
+    sources = [config]
+    if "added_tokens_decoder" not in config:  # transformers then reads the legacy map
+        sources.append(_read_json(directory / "special_tokens_map.json"))
+    for source in sources:
+        for key, value in source.items():
+            if not (key.endswith("_token") or key.endswith("_tokens")) or value in (None, [], {}):
+                continue
+            if key not in BERT_SPECIALS:
+                raise ValueError(f"special token {key}={value!r}")
+            text = _token_text(value)
+            if not isinstance(text, str):
+                raise ValueError(f"{key}={value!r}")
+            named[key] = text
+    lower = config.get("do_lower_case", True)
+    want_normalizer = {
+        "type": "BertNormalizer", "clean_text": True,
+        "handle_chinese_chars": config.get("tokenize_chinese_chars", True),
+        "strip_accents": config.get("strip_accents"), "lowercase": lower,
+    }  # fmt: skip
+    if tok_json.get("normalizer") != want_normalizer:
+        raise ValueError(f"normalizer {tok_json.get('normalizer')} is not {want_normalizer}")
+    if tok_json.get("pre_tokenizer") != {"type": "BertPreTokenizer"}:
+        raise ValueError(f"pre_tokenizer {tok_json.get('pre_tokenizer')}")
+    model = tok_json.get("model") or {}
+    settings = {k: model.get(k) for k in ("type", "unk_token", "continuing_subword_prefix")}
+    settings["max_input_chars_per_word"] = model.get("max_input_chars_per_word")
+    want_model = {
+        "type": "WordPiece", "unk_token": named["unk_token"], "continuing_subword_prefix": "##",
+        "max_input_chars_per_word": 100,
+    }  # fmt: skip
+    if settings != want_model:
+        raise ValueError(f"model {settings} is not {want_model}")
+    vocab = model.get("vocab") or {}
+    added = {
+        int(t["id"]): {k: t.get(k) for k in _ADDED_FLAGS} for t in tok_json.get("added_tokens", [])
+    }
+    if "added_tokens_decoder" in config:
+        decoder = {
+            int(i): {k: t.get(k) for k in _ADDED_FLAGS}
+            for i, t in config["added_tokens_decoder"].items()
+        }
+        if decoder != added:
+            raise ValueError("added_tokens_decoder is not tokenizer.json's added_tokens")
+    by_text = {t["content"]: i for i, t in added.items() if t["special"]}
+    if {t["content"] for t in added.values()} != set(named.values()) or any(
+        vocab.get(text) != by_text.get(text) for text in named.values()
+    ):
+        raise ValueError("the added tokens are not the named special tokens of the vocabulary")
+    return named

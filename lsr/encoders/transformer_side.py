@@ -91,15 +91,7 @@ class TransformerSide(SideEncoder):
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise InputError(f"text {i} is a {type(text).__name__}, not a string")
-        tok = self.backbone.tokenizer
-        encoded = tok(
-            list(texts),
-            add_special_tokens=False,
-            truncation=False,
-            verbose=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )["input_ids"]
+        encoded = self.backbone.token_ids(list(texts))
         prefix, suffix = self.backbone.prefix, self.backbone.suffix
         out = Windows()
         cfg = self.config

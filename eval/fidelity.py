@@ -106,6 +106,7 @@ def measure(
     from lsr.ingest import index_corpus
     from lsr.metrics import evaluate
     from lsr.retrieval import Retriever
+    from lsr.types import hits_to_run
 
     beir = load_beir(data, "test")
     queries, qrels = beir.queries, beir.qrels
@@ -137,7 +138,7 @@ def measure(
     )
     retriever = Retriever.open(workdir / "index")
     hits = retriever.batch_search(texts, 100)
-    pipeline_run = {q: [(h.doc_id, h.score) for h in hs] for q, hs in zip(qids, hits, strict=True)}
+    pipeline_run = hits_to_run(qids, hits)
     pipeline = {"ndcg@10": evaluate(qrels, pipeline_run).mean["ndcg_cut_10"]}
     timings["pipeline_s"] = time.perf_counter() - started
     log(f"pipeline: nDCG@10 {pipeline['ndcg@10']:.4f}")

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from lsr.errors import InputError
 from lsr.runs import hits_to_dict, run_to_dicts, sort_hits
-from lsr.types import Hit, Ranked, RunLike
+from lsr.types import Hit, Ranked, RunLike, hits_to_run
 
 if TYPE_CHECKING:
     from lsr.retrieval import FusionConfig
@@ -160,8 +160,8 @@ def tune_alpha(
 def fuse_hits(sparse: list[Hit], dense: list[Hit], k: int, fusion: FusionConfig) -> list[Hit]:
     """One query's sparse and dense hits fused as ``fusion`` says, best ``k`` first."""
     runs = [
-        {"q": [(h.doc_id, h.score) for h in sparse]},
-        {"q": [(h.doc_id, h.score) for h in dense]},
+        hits_to_run(["q"], [sparse]),
+        hits_to_run(["q"], [dense]),
     ]
     if fusion.method == "rrf":
         fused = rrf(runs, k=fusion.rrf_k)

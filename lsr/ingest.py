@@ -180,7 +180,7 @@ def index_corpus(
     }
     store = ShardStore(Path(work_dir) if work_dir else default_work_dir(output), job, log)
     query_files: dict[str, Path] = {}
-    if encoder_config.query_mode == "inference-free":  # the index carries tokenizer and IDF
+    if encoder_config.inference_free:  # the index carries tokenizer and IDF
         files_dir = store.directory / "query-side"
         files_dir.mkdir(exist_ok=True)
         encoder.query.save(files_dir)
@@ -267,7 +267,7 @@ def index_corpus(
 
 def _corpus_idf(config: EncoderConfig, corpus: Path) -> Any:
     """Inference-free queries without a given idf.json: the IDF table of ``corpus``."""
-    if config.query_mode != "inference-free" or config.idf is not None:
+    if not config.inference_free or config.idf is not None:
         return None
     from lsr.corpus import iter_corpus
     from lsr.encoders import compute_idf

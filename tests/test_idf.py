@@ -12,6 +12,8 @@ import time
 import numpy as np
 import pytest
 from conftest import SHARED, SPLADE_TINY, VECTORS
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lsr.encoders.config import SideConfig
 from lsr.encoders.idf_side import IdfQueryEncoder
@@ -219,3 +221,36 @@ print("ok")
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+_PIECES = [*"abcdefghij klmnop,.-éßあ\x00", "vitamin ", "cancer ", "[SEP]", "[CLS] ", "[PAD]",
+           "[UNK]", "[MASK]", "  "]  # fmt: skip
+_TEXT = st.lists(st.sampled_from(_PIECES), max_size=30).map("".join)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        SideConfig(family="idf", max_length=16),
+        SideConfig(family="idf", max_length=64, top_k=3),
+        SideConfig(family="idf", max_length=64, min_weight=4.0),
+        SideConfig(family="idf", max_length=12, stride=2, max_chunks=3),
+    ],
+    ids=["truncated", "top_k", "min_weight", "windows"],
+)
+def test_encode_one_is_the_batch_row(scifact_idf: IdfTable, config: SideConfig) -> None:
+    """The single-query fast path gives exactly the batch path's vector, typed-in special
+    tokens, repeats, truncation and output pruning included."""
+    side = IdfQueryEncoder(SPLADE_TINY, scifact_idf, config)
+
+    @settings(max_examples=150, deadline=None, derandomize=True)
+    @given(st.lists(_TEXT, min_size=1, max_size=6))
+    def check(texts: list[str]) -> None:
+        batch = side.encode(texts)
+        for i, text in enumerate(texts):
+            one, row = side.encode_one(text), batch.row(i)
+            np.testing.assert_array_equal(one.terms, row.terms)
+            np.testing.assert_array_equal(one.weights, row.weights)
+            assert one.weights.dtype == np.float32
+
+    check()

@@ -71,6 +71,17 @@ def read_json(path: Path) -> Any:
         raise InputError(f"cannot read JSON: {exc}", path) from None
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object file's content, ``{}`` when there is no such file (optional config files);
+    an InputError naming the file when it cannot be read or holds something else."""
+    if not path.is_file():
+        return {}
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise InputError("expected a JSON object", path)
+    return data
+
+
 def open_text(path: str | Path, mode: str = "rt") -> IO[str]:
     """Open a text file, transparently gzip when the name ends in ``.gz``."""
     path = Path(path)

@@ -19,7 +19,7 @@ from typing import Any
 
 from lsr.encoders.tokenizer import load_tokenizer, tokenizer_file
 from lsr.errors import InputError
-from lsr.io import read_json
+from lsr.io import read_json, read_json_object
 
 _MLM_MODULES = {"MLMTransformer", "Transformer"}
 _KNOWN_MODULES = _MLM_MODULES | {"SpladePooling", "SparseStaticEmbedding", "Router", "Asym"}
@@ -54,10 +54,6 @@ class SentenceTransformersLayout:
     idf: Path | None = None  # SparseStaticEmbedding weights: idf.json or model.safetensors
     query_tokenizer: Path | None = None  # the SparseStaticEmbedding's own tokenizer.json
     modules: list[str] = field(default_factory=list)  # every module type, for the manifest
-
-
-def __read_json_if(path: Path) -> dict[str, Any]:
-    return read_json(path) if path.is_file() else {}
 
 
 def _module(type_name: object, path: Path, where: Path) -> _Module:
@@ -99,15 +95,15 @@ def _transformer_side(module: _Module) -> tuple[Path, dict[str, Any], dict[str, 
         processor = config.get("processor_kwargs") or config.get("tokenizer_args") or {}
         length = processor.get("model_max_length")
     if length is None:
-        length = __read_json_if(module.path / "tokenizer_config.json").get("model_max_length")
+        length = read_json_object(module.path / "tokenizer_config.json").get("model_max_length")
     if length is None or length >= _HUGE:
-        length = __read_json_if(module.path / "config.json").get("max_position_embeddings", 512)
+        length = read_json_object(module.path / "config.json").get("max_position_embeddings", 512)
     per_task = {"query": config.get("query_length"), "document": config.get("document_length")}
     return module.path, {"family": "mlm", "max_length": int(length)}, per_task
 
 
 def _pooling_fields(module: _Module) -> dict[str, Any]:
-    config = __read_json_if(module.path / "config.json")
+    config = read_json_object(module.path / "config.json")
     strategy = config.get("pooling_strategy", "max")
     if strategy not in ("max", "sum"):
         raise InputError(
@@ -126,7 +122,7 @@ def _pooling_fields(module: _Module) -> dict[str, Any]:
 
 def _static_fields(module: _Module, root: Path) -> tuple[Path, Path | None, int]:
     """(weights file, tokenizer.json, max_length in word pieces) of a SparseStaticEmbedding."""
-    config = __read_json_if(module.path / "config.json")
+    config = read_json_object(module.path / "config.json")
     weights: Path | None = None
     if isinstance(config.get("path"), str) and config["path"].endswith(".json"):
         for base in (module.path, root):
@@ -149,7 +145,7 @@ def _static_fields(module: _Module, root: Path) -> tuple[Path, Path | None, int]
             module.path,
         )
     tok = module.path / "tokenizer.json"
-    length = __read_json_if(module.path / "tokenizer_config.json").get("model_max_length")
+    length = read_json_object(module.path / "tokenizer_config.json").get("model_max_length")
     if length is None or length >= _HUGE:
         length = 512
     return weights, (tok if tok.is_file() else None), int(length)
@@ -253,7 +249,7 @@ def read_sentence_transformers(root: str | Path) -> SentenceTransformersLayout:
             "separate query and document MLM models are not supported (one model per encoder)", root
         )
 
-    st_config = __read_json_if(root / "config_sentence_transformers.json")
+    st_config = read_json_object(root / "config_sentence_transformers.json")
     prompts = {k: v for k, v in (st_config.get("prompts") or {}).items() if v}
     if prompts:
         raise InputError(f"prompts are not supported: {prompts}", root)

@@ -4,7 +4,6 @@ as transformers would (:func:`bert_special_tokens`)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from lsr.errors import InputError
+from lsr.io import read_json_object
 from lsr.vocab import Vocabulary
 
 TokenizerLike = Tokenizer | str | Path
@@ -114,15 +114,6 @@ BERT_SPECIALS = {
 _ADDED_FLAGS = ("content", "single_word", "lstrip", "rstrip", "normalized", "special")
 
 
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError(f"{path.name} is not a JSON object")
-    return data
-
-
 def _token_text(value: object) -> object:
     return value.get("content") if isinstance(value, dict) else value
 
@@ -130,7 +121,7 @@ def _token_text(value: object) -> object:
 def bert_special_tokens(directory: Path) -> dict[str, str]:
     """The special tokens (``BERT_SPECIALS`` keys) of a BERT/DistilBERT model directory whose
     ``tokenizer.json`` tokenizes as transformers' tokenizer for it does; ValueError saying what
-    could differ.
+    could differ (InputError for a config file that is not JSON).
 
     transformers 5 does not load BERT's ``tokenizer.json`` as it is: ``BertTokenizer`` rebuilds
     the normalizer, pre-tokenizer and WordPiece model from ``tokenizer_config.json``
@@ -141,10 +132,10 @@ def bert_special_tokens(directory: Path) -> dict[str, str]:
     added tokens that are not the named special tokens, extra special tokens, bos/eos, split
     special tokens, other settings) is a ValueError.
     """
-    tok_json = _read_json(directory / "tokenizer.json")
+    tok_json = read_json_object(directory / "tokenizer.json")
     if not tok_json:
         raise ValueError("no tokenizer.json")
-    config = _read_json(directory / "tokenizer_config.json")
+    config = read_json_object(directory / "tokenizer_config.json")
     cls_name = config.get("tokenizer_class")
     if cls_name is not None and cls_name not in BERT_TOKENIZER_CLASSES:
         raise ValueError(f"tokenizer_class {cls_name!r}")
@@ -156,7 +147,7 @@ def bert_special_tokens(directory: Path) -> dict[str, str]:
     named = {**BERT_SPECIALS}
     sources = [config]
     if "added_tokens_decoder" not in config:  # transformers then reads the legacy map
-        sources.append(_read_json(directory / "special_tokens_map.json"))
+        sources.append(read_json_object(directory / "special_tokens_map.json"))
     for source in sources:
         for key, value in source.items():
             if not (key.endswith("_token") or key.endswith("_tokens")) or value in (None, [], {}):

@@ -67,12 +67,17 @@ def build(
     total: int | None = None,
     extra_manifest: dict[str, Any] | None = None,
     extra_files: dict[str, Path] | None = None,
+    extra_arrays: dict[str, np.ndarray] | None = None,
+    codec: Codec | None = None,
 ) -> dict[str, Any]:
     """Build the index of ``batches`` at ``path`` (atomically) and return its manifest.
 
     ``extra_files`` maps a manifest key to a file copied into the index (checksummed with the
     rest): the query side's tokenizer and IDF table live there, so the index answers text queries
-    on its own.
+    on its own. ``extra_arrays`` are saved and checksummed beside the index arrays (a live
+    collection's segments keep forward rows and metadata columns there). ``codec``: a fixed
+    weight coding instead of one fitted to this input (``config.quantization`` is then ignored);
+    segments of one collection share it, so their scores compare exactly.
     """
     config = config or BuildConfig()
     path = Path(path)
@@ -121,7 +126,10 @@ def build(
         raise InputError("empty corpus: no documents to index")
     del seen
 
-    codec = Codec.fit(config.quantization, max_weight)
+    if codec is None:
+        codec = Codec.fit(config.quantization, max_weight)
+    elif codec.kind == "uint8" and max_weight > codec.scale * 255.5:
+        raise InputError(f"weight {max_weight} exceeds the fixed 8-bit range ({codec.scale * 255})")
     n_docs, n_terms = len(ids), len(vocab)
     # doc-major, compact: encode chunk by chunk and drop the float32 copy as we go
     lengths = np.concatenate(length_chunks)
@@ -166,7 +174,9 @@ def build(
         "num_nonempty_terms": int(nonempty.sum()),
         "vocab": {"size": n_terms, "sha256": vocab.sha256, "source": vocab.source},
         "quantization": dict(codec.to_json(), max_weight=max_weight),
-        "build": dict(config.model_dump(), python=platform.python_version()),
+        "build": dict(
+            config.model_dump(), quantization=codec.kind, python=platform.python_version()
+        ),
         "arrays": {},
         "files": {},
     }
@@ -184,7 +194,7 @@ def build(
             "term_max": term_max,
             "doc_ids": doc_ids,
         }
-        for name, array in arrays.items():
+        for name, array in {**arrays, **(extra_arrays or {})}.items():
             manifest["arrays"][name] = fmt.save_array(staging, name, array)
         vocab.save(staging / "vocab.json")
         manifest["files"]["vocab"] = {"file": "vocab.json"}

@@ -164,6 +164,20 @@ class SparseIndex:
         skip = {"doc_ids", "term_max", "term_entry_ptr", "term_post_ptr"}
         return sum(int(e["bytes"]) for n, e in self.manifest["arrays"].items() if n not in skip)
 
+    @property
+    def kernel_arrays(self) -> kernels.IndexArrays:
+        """The index as the kernels take it."""
+        return self._ix
+
+    @property
+    def lut(self) -> np.ndarray | None:
+        """Code → weight in score units (None: codes are float32 weights)."""
+        return self._lut
+
+    def array(self, name: str) -> np.ndarray:
+        """One stored array by its manifest name (memory-mapped, read-only)."""
+        return self._a[name]
+
     def doc_id(self, position: int) -> str:
         return self._a["doc_ids"][position].decode("utf-8")
 

@@ -2,23 +2,28 @@
 
 ``layout``: the index as kernels take it (:class:`IndexArrays`); ``topk``: the hit heap;
 ``build``: postings from CSR; ``query``: one query checked and put in canonical order;
-``exhaustive`` and ``maxscore``: the two exact query algorithms.
+``exhaustive`` and ``maxscore``: the two exact query algorithms; ``filtered``: exact top-k over
+an allowed set of documents (deletes, metadata filters).
 """
 
 from lsr.index.kernels.build import encode_blocks, prune_terms_top_n, transpose_to_term_major
 from lsr.index.kernels.exhaustive import exhaustive_batch, exhaustive_one
+from lsr.index.kernels.filtered import allowed_forward, allowed_taat, postings_of
 from lsr.index.kernels.layout import IndexArrays
 from lsr.index.kernels.maxscore import maxscore_batch, maxscore_one, window_blocks
 from lsr.index.kernels.query import canonical_query
 
 __all__ = [
     "IndexArrays",
+    "allowed_forward",
+    "allowed_taat",
     "canonical_query",
     "encode_blocks",
     "exhaustive_batch",
     "exhaustive_one",
     "maxscore_batch",
     "maxscore_one",
+    "postings_of",
     "prune_terms_top_n",
     "transpose_to_term_major",
     "window_blocks",

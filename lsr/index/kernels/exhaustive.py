@@ -14,15 +14,10 @@ from lsr.index.kernels.layout import OPTS, decode
 from lsr.index.kernels.topk import heap_push, heap_sorted
 
 
-@njit(**OPTS)
-def exhaustive_one(q_terms, q_weights, k, ix, lut, acc, out_docs, out_scores):
-    """Score every posting of every query term into ``acc``, then select the top k.
-
-    ``acc`` is a float32 accumulator over all documents that must be all zeros on entry; the
-    selection scan leaves it all zeros again, so a caller can keep one per thread (a fresh 4 MB
-    array per query costs a quarter of the query at a million documents).
-    """
-    n_docs, block_size = ix.n_docs, ix.block_size
+@njit(inline="always", **OPTS)
+def accumulate(q_terms, q_weights, ix, lut, acc):
+    """Add ``weight x code`` of every posting of every query term to ``acc``, in query order."""
+    block_size = ix.block_size
     term_entry_ptr, term_post_ptr = ix.term_entry_ptr, ix.term_post_ptr
     entry_block, entry_post_rel = ix.entry_block, ix.entry_post_rel
     post_offsets, post_codes = ix.post_offsets, ix.post_codes
@@ -38,10 +33,21 @@ def exhaustive_one(q_terms, q_weights, k, ix, lut, acc, out_docs, out_scores):
             while p < end:
                 acc[base + post_offsets[p]] += w * decode(post_codes, lut, p)
                 p += 1
+
+
+@njit(**OPTS)
+def exhaustive_one(q_terms, q_weights, k, ix, lut, acc, out_docs, out_scores):
+    """Score every posting of every query term into ``acc``, then select the top k.
+
+    ``acc`` is a float32 accumulator over all documents that must be all zeros on entry; the
+    selection scan leaves it all zeros again, so a caller can keep one per thread (a fresh 4 MB
+    array per query costs a quarter of the query at a million documents).
+    """
+    accumulate(q_terms, q_weights, ix, lut, acc)
     heap_s = np.empty(k, dtype=np.float32)
     heap_d = np.empty(k, dtype=np.int32)
     size = 0
-    for d in range(n_docs):
+    for d in range(ix.n_docs):
         s = acc[d]
         if s > 0.0:
             acc[d] = 0.0

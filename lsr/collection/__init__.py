@@ -1,0 +1,1 @@
+"""Live collections: segments, write buffer, write-ahead log, metadata filters."""

@@ -1,0 +1,981 @@
+"""Collection: a live, durable sparse (+ dense) index that takes writes while it answers searches.
+
+Writes (upsert, delete, delete by filter) are validated, appended to the write-ahead log, fsynced
+(group commit: concurrent writers share fsyncs) and then applied in sequence order to the write
+buffer and the segments' live masks, and to the SQLite document store; the call returns once its
+write is durable and visible. A full buffer is flushed into a new segment; merges (tiered by
+size, in the background or on request) rewrite segments without their deleted documents. Each
+new state is published as an immutable :class:`~lsr.collection.snapshot.Snapshot`, so searches
+never wait. Semantics: docs/collections.md.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import shutil
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from lsr.collection import records
+from lsr.collection.config import CollectionConfig
+from lsr.collection.failpoints import crash_point
+from lsr.collection.filters import Filter, parse_filter
+from lsr.collection.manifest import (
+    SEGMENTS,
+    TOMBSTONES,
+    read_manifest,
+    read_tombstones,
+    write_manifest,
+    write_tombstones,
+)
+from lsr.collection.records import Delete, Upsert
+from lsr.collection.schema import Schema
+from lsr.collection.segment import Segment
+from lsr.collection.snapshot import BufferedDoc, SegmentView, Snapshot, WriteBuffer
+from lsr.collection.store import DocStore
+from lsr.collection.table import DocTable
+from lsr.collection.wal import WriteAheadLog
+from lsr.errors import IndexFormatError, InputError
+from lsr.index import kernels
+from lsr.io import fsync_path
+from lsr.sparse import SparseBatch, TermWeights
+from lsr.types import Hit, check_k
+from lsr.vocab import Vocabulary
+
+COLLECTION_FILE = "collection.json"
+STORE_FILE = "docs.sqlite"
+LOG_DIR = "wal"
+LOCK_FILE = "lock"
+MAX_ID_BYTES = 512
+MODES = ("sparse", "dense", "hybrid")
+
+
+@dataclass(frozen=True)
+class Match:
+    """One search result with its stored payload."""
+
+    id: str
+    score: float
+    text: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What an acknowledged write did: its log sequence number and how many documents it touched."""
+
+    seq: int
+    count: int
+
+
+class Collection:
+    """A live collection directory (see the module docstring). Open one writer per directory."""
+
+    # -- creation and opening -------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        *,
+        vocab: Vocabulary | None = None,
+        model: str | None = None,
+        query_mode: str = "siamese",
+        idf: str | Path | None = None,
+        dense_model: str | None = None,
+        config: CollectionConfig | None = None,
+        schema: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> Collection:
+        """Create an empty collection at ``path`` and open it.
+
+        Either ``vocab`` (vectors are given on upsert; queries are ``{token: weight}``) or
+        ``model`` (a SPLADE-style model: texts are encoded on upsert and at query time;
+        ``query_mode`` "siamese" or "inference-free", whose IDF table — the model's ``idf.json``
+        or ``idf`` — is copied in and never changes). ``dense_model`` adds dense vectors from
+        that sentence-transformers model. ``options`` are :class:`CollectionConfig` fields;
+        ``schema`` declares metadata fields up front (``{"year": "number"}``), else they are
+        inferred at first write.
+        """
+        path = Path(path)
+        if path.exists() and any(path.iterdir()):
+            raise InputError("already exists and is not empty", path)
+        if (vocab is None) == (model is None):
+            raise InputError("give exactly one of vocab= (vectors) or model= (texts)")
+        try:
+            config = config or CollectionConfig(**options)
+        except ValueError as exc:
+            raise InputError(str(exc).splitlines()[-1] if "\n" in str(exc) else str(exc)) from None
+        declared = Schema.declare(schema or {})
+        info: dict[str, Any] = {"config": config.model_dump(mode="json"), "encoder": None}
+        staging = path.with_name(f".{path.name}.creating-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            if model is not None:
+                from lsr.encoders import encoder_manifest, load_encoder
+
+                overrides: dict[str, Any] = {"query_mode": query_mode}
+                if idf is not None:
+                    overrides["idf"] = str(idf)
+                encoder = load_encoder(model, **overrides)
+                vocab = encoder.vocab
+                info["encoder"] = encoder_manifest(encoder)
+                if encoder.config.inference_free:
+                    encoder.query.save(staging)  # tokenizer.json + idf.json, fixed from now on
+            if dense_model is not None:
+                from lsr.encoders.dense_encoder import DenseEncoder
+
+                dense = DenseEncoder(dense_model)
+                info["dense"] = dense.identity()
+                if config.dense_dim is None:
+                    config = config.model_copy(update={"dense_dim": dense.dim})
+                    info["config"] = config.model_dump(mode="json")
+                elif config.dense_dim != dense.dim:
+                    raise InputError(
+                        f"dense_dim {config.dense_dim} but {dense_model} has {dense.dim}"
+                    )
+            assert vocab is not None
+            vocab.save(staging / "vocab.json")
+            info["vocab"] = {"size": len(vocab), "sha256": vocab.sha256, "source": vocab.source}
+            info["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            (staging / COLLECTION_FILE).write_text(json.dumps(info, indent=1), encoding="utf-8")
+            write_manifest(
+                staging,
+                {
+                    "generation": 0,
+                    "flushed_seq": 0,
+                    "segments": [],
+                    "schema": declared.to_json(),
+                    "next_segment": 1,
+                },
+            )
+            for entry in staging.iterdir():
+                fsync_path(entry)
+            if path.exists():
+                path.rmdir()
+            os.rename(staging, path)
+            fsync_path(path.parent)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return cls.open(path)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        verify: bool = True,
+        background_merge: bool = False,
+        model: str | None = None,
+    ) -> Collection:
+        """Open the collection at ``path`` for reading and writing (one process at a time).
+
+        Replays the log past the last flush (a torn tail is truncated with a warning);
+        ``verify`` checks every segment's checksums; ``background_merge`` runs merges in a
+        thread after flushes; ``model``: where a siamese query model is now, if it moved.
+        """
+        return cls(Path(path), verify=verify, background_merge=background_merge, model=model)
+
+    def __init__(self, path: Path, *, verify: bool, background_merge: bool, model: str | None):
+        self.path = path.absolute()
+        info_path = self.path / COLLECTION_FILE
+        if not info_path.is_file():
+            raise IndexFormatError(f"{path}: not an lsr collection (no {COLLECTION_FILE})")
+        self._lock_file = open(self.path / LOCK_FILE, "a+")  # noqa: SIM115 (held while open)
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise InputError(
+                "is open in another process (one writer per collection)", path
+            ) from None
+        try:
+            self._load(info_path, verify, model)
+        except BaseException:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            raise
+        self._closed = False
+        self._merger: threading.Thread | None = None
+        self._merge_wanted = threading.Event()
+        if background_merge:
+            self._merger = threading.Thread(target=self._merge_loop, daemon=True, name="lsr-merge")
+            self._merger.start()
+
+    def _load(self, info_path: Path, verify: bool, model: str | None) -> None:
+        self.info_json = json.loads(info_path.read_text(encoding="utf-8"))
+        self.config = CollectionConfig.model_validate(self.info_json["config"])
+        self.codec = self.config.codec
+        self.vocab = Vocabulary.load(self.path / "vocab.json")
+        if self.vocab.sha256 != self.info_json["vocab"]["sha256"]:
+            raise IndexFormatError(f"{self.path}: vocab.json does not match collection.json")
+        self.model = model
+        self.recovery_notes: list[str] = []
+        self._remove_leftovers_before_open()
+        manifest = read_manifest(self.path)
+        self._generation = int(manifest["generation"])
+        self._flushed_seq = int(manifest["flushed_seq"])
+        self._next_segment = int(manifest["next_segment"])
+        self._schema = Schema.from_json(manifest["schema"])
+        self._segments: list[Segment] = []
+        self._live: dict[str, np.ndarray | None] = {}
+        self._n_live: dict[str, int] = {}
+        self._tombstones: dict[str, dict[str, Any] | None] = {}
+        for entry in manifest["segments"]:
+            name = entry["name"]
+            try:
+                segment = Segment.open(self._segment_path(name), name, self._schema, verify=verify)
+            except IndexFormatError as exc:
+                raise IndexFormatError(f"segment {name} is damaged: {exc}") from None
+            self._segments.append(segment)
+            tomb = entry.get("tombstones")
+            live = read_tombstones(self.path, tomb, segment.num_docs) if tomb else None
+            self._live[name] = live
+            self._n_live[name] = segment.num_docs if live is None else int(live.sum())
+            self._tombstones[name] = tomb
+        self._remove_unreferenced(manifest)
+        self._fresh: set[str] = set()  # masks copied since the last publish (safe to mutate)
+        self._changed: set[str] = set()  # masks changed since the last manifest
+        self._buffer = WriteBuffer(self.codec.dtype, self.config.dense_dim)
+        self._buffer_live: dict[str, bool] = {}
+        self._append_lock = threading.Lock()
+        self._apply_lock = threading.RLock()
+        self._merge_lock = threading.Lock()
+        self._pending: deque[tuple[int, int, records.Op]] = deque()
+        self._results: dict[int, int] = {}
+        self.store = DocStore(self.path / STORE_FILE)
+        self._wal, replay = WriteAheadLog.open(self.path / LOG_DIR, after_seq=self._flushed_seq)
+        self.recovery_notes.extend(self._wal.recovery_notes)
+        store_seq = self.store.applied_seq
+        ops = [(seq, records.decode(payload)) for seq, payload in replay]
+        for seq, op in ops:
+            self._apply(seq, op)
+        self.store.apply([(seq, op) for seq, op in ops if seq > store_seq])
+        self._applied_seq = max(self._flushed_seq, ops[-1][0] if ops else 0, self._wal.last_seq)
+        self._pending_schema = self._schema
+        self._encoder: Any = None
+        self._query_encoder: Any = None
+        self._dense_encoder: Any = None
+        self._encoder_lock = threading.Lock()
+        self._publish()
+
+    def _segment_path(self, name: str) -> Path:
+        return self.path / SEGMENTS / name
+
+    def _remove_leftovers_before_open(self) -> None:
+        """Staging directories and temporary files that a killed writer left behind."""
+        segments = self.path / SEGMENTS
+        if segments.is_dir():
+            for entry in segments.iterdir():
+                if ".lsr-staging-" in entry.name or entry.name.endswith(".lsr-previous"):
+                    shutil.rmtree(entry, ignore_errors=True)
+        for folder in (self.path, self.path / TOMBSTONES):
+            if folder.is_dir():
+                for entry in folder.iterdir():
+                    if entry.name.startswith(".") and ".tmp-" in entry.name:
+                        entry.unlink(missing_ok=True)
+
+    def _remove_unreferenced(self, manifest: dict[str, Any]) -> None:
+        """Segments and tombstone files the current generation does not name (a crash after a
+        flush or merge wrote them but before the manifest named them, or after it dropped them)."""
+        names = {e["name"] for e in manifest["segments"]}
+        tombs = {e["tombstones"]["file"] for e in manifest["segments"] if e.get("tombstones")}
+        segments = self.path / SEGMENTS
+        if segments.is_dir():
+            for entry in segments.iterdir():
+                if entry.name not in names:
+                    shutil.rmtree(entry, ignore_errors=True)
+        folder = self.path / TOMBSTONES
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                if f"{TOMBSTONES}/{entry.name}" not in tombs:
+                    entry.unlink(missing_ok=True)
+
+    # -- state ----------------------------------------------------------------------------------
+    def _publish(self) -> None:
+        views = tuple(
+            SegmentView(s, self._live[s.name], self._n_live[s.name]) for s in self._segments
+        )
+        self._snapshot = Snapshot(
+            self._applied_seq,
+            views,
+            self._buffer,
+            len(self._buffer.entries),
+            self._schema,
+            self.codec,
+            len(self.vocab),
+        )
+        self._fresh.clear()
+
+    def snapshot(self) -> Snapshot:
+        """The current consistent view (what a search started now sees)."""
+        return self._snapshot
+
+    def _kill(self, segment: Segment, positions: np.ndarray) -> int:
+        """Mark live documents at ``positions`` of ``segment`` deleted; returns how many died."""
+        name = segment.name
+        live = self._live[name]
+        if live is None:
+            live = np.ones(segment.num_docs, dtype=np.uint8)
+        elif name not in self._fresh:
+            live = live.copy()
+        died = int(live[positions].sum())
+        if died:
+            live[positions] = 0
+            self._live[name] = live
+            self._fresh.add(name)
+            self._changed.add(name)
+            self._n_live[name] -= died
+        return died
+
+    def _delete_everywhere(self, ids: Sequence[str]) -> int:
+        """Delete the live version of each id (segments and buffer); returns how many existed."""
+        deleted = 0
+        for segment in self._segments:
+            positions = segment.positions(ids)
+            positions = positions[positions >= 0]
+            if positions.size:
+                deleted += self._kill(segment, positions)
+        for doc_id in ids:
+            if self._buffer_live.pop(doc_id, False):
+                self._buffer.entries.append((doc_id, None))
+                deleted += 1
+        return deleted
+
+    def _apply(self, seq: int, op: records.Op) -> None:
+        """Apply one logged op to the in-memory state (callers hold the apply lock or are _load)."""
+        if isinstance(op, Delete):
+            self._results[seq] = self._delete_everywhere(op.ids)
+            return
+        self._schema = self._schema.extend(op.metadata)
+        replaced = 0
+        for segment in self._segments:
+            positions = segment.positions(op.ids)
+            positions = positions[positions >= 0]
+            if positions.size:
+                replaced += self._kill(segment, positions)
+        for i, doc_id in enumerate(op.ids):
+            terms, codes = op.row(i)
+            dense = None if op.dense is None else op.dense[i]
+            self._buffer.entries.append((doc_id, BufferedDoc(terms, codes, dense, op.metadata[i])))
+            self._buffer_live[doc_id] = True
+        self._results[seq] = len(op.ids)
+
+    # -- writes ---------------------------------------------------------------------------------
+    def _commit(self, op: records.Op) -> WriteResult:
+        payload = records.encode(op)
+        with self._append_lock:
+            self._check_open()
+            if isinstance(op, Upsert):
+                self._pending_schema = self._pending_schema.extend(op.metadata)
+            seq, position = self._wal.append(payload)
+            self._pending.append((seq, position, op))
+        self._wal.sync_through(position)
+        self._apply_through(seq)
+        return WriteResult(seq, self._results.pop(seq, 0))
+
+    def _apply_through(self, seq: int) -> None:
+        with self._apply_lock:
+            if self._applied_seq >= seq:
+                return
+            batch = []
+            while self._pending and self._pending[0][0] <= seq:
+                s, _, op = self._pending.popleft()
+                self._apply(s, op)
+                batch.append((s, op))
+            self.store.apply(batch)
+            self._applied_seq = batch[-1][0]
+            self._publish()
+            if len(self._buffer_live) >= self.config.flush_docs:
+                self._flush_locked()
+
+    def upsert(
+        self,
+        ids: Sequence[str],
+        *,
+        vectors: SparseBatch | Sequence[Mapping[str, float]] | None = None,
+        texts: Sequence[str] | None = None,
+        dense: np.ndarray | Sequence[Sequence[float]] | None = None,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> WriteResult:
+        """Insert or replace documents by id; returns once the write is durable and visible.
+
+        Give ``vectors`` (a SparseBatch or ``{token: weight}`` dicts), or ``texts`` to encode with
+        the collection's model (texts given with vectors are stored, not encoded). ``dense``
+        rows are needed when the collection has dense vectors and no dense model.
+        """
+        op = self._prepare_upsert(ids, vectors, texts, dense, metadata)
+        return self._commit(op)
+
+    def delete(self, ids: Sequence[str]) -> WriteResult:
+        """Delete documents by id (unknown ids are ignored); ``count`` is how many existed."""
+        ids = _check_ids(ids, unique=False)
+        return self._commit(Delete(list(dict.fromkeys(ids))))
+
+    def delete_by_filter(self, filter: Any) -> WriteResult:
+        """Delete every live document matching ``filter`` at the time the write applies."""
+        with self._append_lock:
+            flt = parse_filter(filter, self._pending_schema)
+            # apply everything appended so far, then resolve the filter on that exact state
+            self._wal.sync_through(self._wal.position)
+            if self._pending:
+                self._apply_through(self._pending[-1][0])
+            ids = self._snapshot.matching_ids(flt)
+            self._check_open()
+            seq, position = self._wal.append(records.encode(Delete(ids)))
+            self._pending.append((seq, position, Delete(ids)))
+        self._wal.sync_through(position)
+        self._apply_through(seq)
+        return WriteResult(seq, self._results.pop(seq, 0))
+
+    def _prepare_upsert(
+        self,
+        ids: Sequence[str],
+        vectors: SparseBatch | Sequence[Mapping[str, float]] | None,
+        texts: Sequence[str] | None,
+        dense: Any,
+        metadata: Sequence[Mapping[str, Any] | None] | None,
+    ) -> Upsert:
+        ids = _check_ids(ids, unique=True)
+        n = len(ids)
+        if texts is not None:
+            texts = list(texts)
+            if len(texts) != n or not all(isinstance(t, str) for t in texts):
+                raise InputError(f"texts must be {n} strings, one per id")
+        if metadata is not None:
+            metadata = list(metadata)
+            if len(metadata) != n:
+                raise InputError(f"{len(metadata)} metadata entries for {n} ids")
+            for i, meta in enumerate(metadata):
+                if meta is not None and not isinstance(meta, Mapping):
+                    raise InputError(f"document {i}: metadata must be an object, got {meta!r}")
+        meta_list = [dict(m) if m else None for m in (metadata or [None] * n)]
+        self._pending_schema.extend(meta_list)  # validate now; re-checked at append
+        if vectors is None:
+            if texts is None:
+                raise InputError("give vectors= or texts= for the documents")
+            batch = self.encoder.encode_document(texts, ids)
+        elif isinstance(vectors, SparseBatch):
+            batch = vectors if vectors.vocab == self.vocab else vectors.remap(self.vocab)
+            if len(batch) != n:
+                raise InputError(f"{len(batch)} vectors for {n} ids")
+        else:
+            vectors = list(vectors)
+            if len(vectors) != n:
+                raise InputError(f"{len(vectors)} vectors for {n} ids")
+            for i, v in enumerate(vectors):
+                if not isinstance(v, Mapping):
+                    raise InputError(f"document {i}: a vector is {{token: weight}}, got {v!r}")
+            batch = SparseBatch.from_dicts(vectors, ids, self.vocab)
+        matrix = sp.csr_matrix(batch.matrix, dtype=np.float32, copy=True)
+        if matrix.data.size and (not np.all(np.isfinite(matrix.data)) or matrix.data.min() < 0):
+            raise InputError("document weights must be finite and >= 0")
+        matrix.eliminate_zeros()
+        matrix.sort_indices()
+        if self.codec.kind == "uint8" and matrix.data.size:
+            assert self.config.max_weight is not None
+            top = float(matrix.data.max())
+            if top > self.config.max_weight * (1 + 1 / 510):
+                raise InputError(
+                    f"weight {top:g} exceeds this collection's max_weight "
+                    f"{self.config.max_weight:g} (uint8)"
+                )
+        codes = self.codec.encode(matrix.data)
+        dense_rows = self._dense_rows(dense, texts, n)
+        return Upsert(
+            list(ids),
+            matrix.indptr.astype(np.int64),
+            matrix.indices.astype(np.int32),
+            codes,
+            dense_rows,
+            meta_list,
+            list(texts) if texts is not None else [None] * n,
+        )
+
+    def _dense_rows(self, dense: Any, texts: Sequence[str] | None, n: int) -> np.ndarray | None:
+        dim = self.config.dense_dim
+        if dim is None:
+            if dense is not None:
+                raise InputError("this collection has no dense vectors (create it with dense_dim)")
+            return None
+        if dense is None:
+            if texts is None or "dense" not in self.info_json:
+                raise InputError(f"this collection needs dense vectors of size {dim} per document")
+            return np.asarray(self.dense_encoder.encode_document(list(texts)), dtype=np.float32)
+        rows = np.asarray(dense, dtype=np.float32)
+        if rows.shape != (n, dim):
+            raise InputError(f"dense vectors must have shape ({n}, {dim}), got {rows.shape}")
+        if not np.all(np.isfinite(rows)):
+            raise InputError("dense vectors must be finite")
+        return rows
+
+    # -- flush, merge, compact --------------------------------------------------------------------
+    def flush(self) -> bool:
+        """Turn the write buffer into a segment and publish a new generation (False: nothing)."""
+        self._check_open()
+        with self._append_lock:  # everything acknowledged so far is in the flush
+            self._wal.sync_through(self._wal.position)
+            with self._apply_lock:
+                if self._pending:
+                    self._apply_through(self._pending[-1][0])
+                return self._flush_locked()
+
+    def _flush_locked(self) -> bool:
+        table = self._buffer.table(len(self._buffer.entries), self._schema)
+        if not len(table) and not self._buffer.entries and not self._changed:
+            return False
+        if len(table):
+            name = self._new_segment_name()
+            segment = Segment.write(
+                self._segment_path(name),
+                name,
+                table,
+                vocab=self.vocab,
+                codec=self.codec,
+                block_size=self.config.block_size,
+                schema=self._schema,
+            )
+            crash_point("flush.segment_written")
+            self._segments.append(segment)
+            self._live[name] = None
+            self._n_live[name] = segment.num_docs
+            self._tombstones[name] = None
+        self._write_generation(flushed_seq=self._applied_seq)
+        self._buffer = WriteBuffer(self.codec.dtype, self.config.dense_dim)
+        self._buffer_live = {}
+        self._publish()
+        self.store.checkpoint()
+        self._wal.rotate()
+        self._wal.drop_through(self._flushed_seq)
+        self._merge_wanted.set()
+        return True
+
+    def _new_segment_name(self) -> str:
+        name = f"seg-{self._next_segment:06d}"
+        self._next_segment += 1
+        return name
+
+    def _write_generation(self, *, flushed_seq: int) -> None:
+        """Persist changed tombstones and publish the next manifest (apply lock held)."""
+        for name in sorted(self._changed):
+            live = self._live.get(name)
+            if live is not None and name in self._tombstones:
+                self._tombstones[name] = write_tombstones(self.path, name, live)
+        self._changed.clear()
+        crash_point("tombstones.written")
+        old_files = self._referenced_files()
+        self._generation += 1
+        self._flushed_seq = flushed_seq
+        write_manifest(
+            self.path,
+            {
+                "generation": self._generation,
+                "flushed_seq": flushed_seq,
+                "segments": [
+                    {
+                        "name": s.name,
+                        "num_docs": s.num_docs,
+                        "live_docs": self._n_live[s.name],
+                        "tombstones": self._tombstones[s.name],
+                    }
+                    for s in self._segments
+                ],
+                "schema": self._schema.to_json(),
+                "next_segment": self._next_segment,
+            },
+        )
+        for path in old_files - self._referenced_files():
+            target = self.path / path
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
+
+    def _referenced_files(self) -> set[str]:
+        files = {f"{SEGMENTS}/{s.name}" for s in self._segments}
+        files |= {t["file"] for t in self._tombstones.values() if t}
+        return files
+
+    def merge(self, *, everything: bool = False) -> int:
+        """Run merges the tiered policy asks for (``everything``: one merge of all segments,
+        dropping every deleted document). Returns how many segments were merged away."""
+        self._check_open()
+        merged = 0
+        while True:
+            done = self._merge_once(everything)
+            merged += done
+            if not done or everything:
+                return merged
+
+    def _pick_sources(self, everything: bool) -> list[Segment]:
+        segments = list(self._segments)
+        if everything:
+            dirty = any(self._n_live[s.name] < s.num_docs for s in segments)
+            return segments if len(segments) > 1 or (segments and dirty) else []
+        for s in segments:  # mostly deleted: rewrite it alone
+            if self._n_live[s.name] * 2 < s.num_docs:
+                return [s]
+        tiers: dict[int, list[Segment]] = {}
+        factor = self.config.merge_factor
+        for s in segments:
+            size = max(1, self._n_live[s.name]) / self.config.flush_docs
+            tiers.setdefault(max(0, math.floor(math.log(max(size, 1), factor))), []).append(s)
+        for tier in sorted(tiers):
+            if len(tiers[tier]) >= factor:
+                return sorted(tiers[tier], key=lambda s: self._n_live[s.name])[:factor]
+        return []
+
+    def _merge_once(self, everything: bool) -> int:
+        with self._merge_lock:
+            with self._apply_lock:
+                sources = self._pick_sources(everything)
+                if not sources:
+                    return 0
+                captured = {
+                    s.name: (None if self._live[s.name] is None else self._live[s.name].copy())
+                    for s in sources
+                }
+                schema = self._schema
+                name = self._new_segment_name()
+            tables = [
+                s.table(
+                    np.arange(s.num_docs)
+                    if captured[s.name] is None
+                    else np.flatnonzero(captured[s.name])
+                )
+                for s in sources
+            ]
+            table = DocTable.merge(tables, schema)
+            merged = None
+            if len(table):
+                merged = Segment.write(
+                    self._segment_path(name),
+                    name,
+                    table,
+                    vocab=self.vocab,
+                    codec=self.codec,
+                    block_size=self.config.block_size,
+                    schema=schema,
+                )
+            crash_point("merge.segment_written")
+            with self._apply_lock:
+                if merged is not None:
+                    live = np.ones(merged.num_docs, dtype=np.uint8)
+                    for s in sources:  # deletes that arrived while the merge ran
+                        now = self._live[s.name]
+                        if now is None:
+                            continue
+                        kept = (
+                            np.arange(s.num_docs)
+                            if captured[s.name] is None
+                            else np.flatnonzero(captured[s.name])
+                        )
+                        gone = kept[now[kept] == 0]
+                        if gone.size:
+                            ids = [b.decode("utf-8") for b in s.ids[gone].tolist()]
+                            live[merged.positions(ids)] = 0
+                    dead = int(merged.num_docs - live.sum())
+                    self._live[name] = live if dead else None
+                    self._n_live[name] = merged.num_docs - dead
+                    self._tombstones[name] = None
+                    if dead:
+                        self._changed.add(name)
+                first = self._segments.index(sources[0])
+                keep = [s for s in self._segments if s not in sources]
+                if merged is not None:
+                    keep.insert(min(first, len(keep)), merged)
+                for s in sources:
+                    self._live.pop(s.name, None)
+                    self._n_live.pop(s.name, None)
+                    self._tombstones.pop(s.name, None)
+                    self._changed.discard(s.name)
+                self._segments = keep
+                self._write_generation(flushed_seq=self._flushed_seq)
+                self._publish()
+            return len(sources)
+
+    def _merge_loop(self) -> None:
+        while not self._closed:
+            self._merge_wanted.wait(timeout=1.0)
+            self._merge_wanted.clear()
+            try:
+                while not self._closed and self._merge_once(False):
+                    pass
+            except Exception as exc:  # a failed merge leaves the old segments in place
+                self.recovery_notes.append(f"background merge failed: {exc}")
+
+    def compact(self) -> dict[str, Any]:
+        """Flush, merge every segment into one without deleted documents, reclaim log and store
+        space. Returns :meth:`info` afterwards."""
+        self.flush()
+        self.merge(everything=True)
+        with self._apply_lock:
+            self._wal.rotate()
+            self._wal.drop_through(self._flushed_seq)
+            self.store.checkpoint()
+        return self.info()
+
+    # -- reads ----------------------------------------------------------------------------------
+    @property
+    def schema(self) -> Schema:
+        return self._snapshot.schema
+
+    def __len__(self) -> int:
+        return self._snapshot.num_live
+
+    def count(self, filter: Any = None) -> int:
+        snap = self._snapshot
+        flt = None if filter is None else parse_filter(filter, snap.schema)
+        return snap.count(flt)
+
+    def info(self) -> dict[str, Any]:
+        """Live and deleted documents, segments, bytes on disk, log size."""
+        snap = self._snapshot
+        buffered = len(snap.buffer_table())
+        seg_docs = sum(v.segment.num_docs for v in snap.segments)
+        seg_live = sum(v.n_live for v in snap.segments)
+        return {
+            "path": str(self.path),
+            "live_docs": seg_live + buffered,
+            "deleted_docs": seg_docs - seg_live,
+            "buffered_docs": buffered,
+            "segments": [
+                {"name": v.segment.name, "docs": v.segment.num_docs, "live": v.n_live}
+                for v in snap.segments
+            ],
+            "segment_bytes": sum(v.segment.nbytes for v in snap.segments),
+            "log_bytes": self._wal.size_bytes,
+            "store_bytes": sum(
+                p.stat().st_size for p in self.path.glob(STORE_FILE + "*") if p.is_file()
+            ),
+            "applied_seq": snap.seq,
+            "flushed_seq": self._flushed_seq,
+            "generation": self._generation,
+            "schema": snap.schema.to_json(),
+            "query_mode": self.query_mode,
+            "quantization": self.codec.kind,
+            "dense_dim": self.config.dense_dim,
+        }
+
+    @property
+    def query_mode(self) -> str | None:
+        encoder = self.info_json.get("encoder")
+        return None if encoder is None else str(encoder["config"]["query_mode"])
+
+    def query_vector(self, query: str | Mapping[str, float] | TermWeights) -> TermWeights:
+        """A query as term ids and weights (text through the collection's query side)."""
+        if isinstance(query, TermWeights):
+            return query
+        if isinstance(query, str):
+            if self.info_json.get("encoder") is None:
+                raise InputError("this collection has no model: query with {token: weight}")
+            return self.query_encoder.encode_one(query)
+        if isinstance(query, Mapping):
+            terms, weights = [], []
+            for token, weight in query.items():
+                tid = self.vocab.get(token)
+                if tid is None:
+                    continue  # a term no document can have scores nothing
+                if isinstance(weight, bool) or not isinstance(weight, int | float | np.number):
+                    raise InputError(f"weight of {token!r} is not a number: {weight!r}")
+                terms.append(tid)
+                weights.append(weight)
+            return TermWeights(np.asarray(terms, np.int64), np.asarray(weights, np.float32))
+        raise InputError(f"a query is text or {{token: weight}}, got {type(query).__name__}")
+
+    def search(
+        self,
+        query: str | Mapping[str, float] | TermWeights | None = None,
+        k: int = 10,
+        *,
+        filter: Any = None,
+        mode: str = "sparse",
+        dense: np.ndarray | Sequence[float] | None = None,
+        fusion: Any = None,
+        with_payload: bool = False,
+        plan: str = "auto",
+    ) -> list[Hit] | list[Match]:
+        """Exact top-k over the live documents matching ``filter`` (see docs/collections.md).
+
+        ``mode``: "sparse", "dense" (``dense`` vector, or the query text through the dense
+        model) or "hybrid" (both, fused by ``fusion``, an :class:`lsr.retrieval.FusionConfig`).
+        ``with_payload`` returns :class:`Match` with text and metadata.
+        """
+        k = check_k(k)
+        if mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        snap = self._snapshot
+        flt = None if filter is None else parse_filter(filter, snap.schema)
+        if mode == "sparse":
+            hits = self._sparse(snap, query, k, flt, plan)
+        else:
+            from lsr.retrieval import FusionConfig
+
+            fusion = fusion or FusionConfig()
+            depth = k if mode == "dense" else max(k, fusion.depth)
+            dense_hits = snap.search_dense(self._dense_query(query, dense), depth, flt)
+            if mode == "dense":
+                hits = dense_hits
+            else:
+                from lsr.fusion import fuse_hits
+
+                sparse_hits = self._sparse(snap, query, depth, flt, plan)
+                hits = [
+                    (h.doc_id, h.score)
+                    for h in fuse_hits(
+                        [Hit(*h) for h in sparse_hits], [Hit(*h) for h in dense_hits], k, fusion
+                    )
+                ]
+        if not with_payload:
+            return [Hit(i, s) for i, s in hits]
+        payload = self.store.fetch([i for i, _ in hits])
+        return [Match(i, s, *payload.get(i, (None, None))) for i, s in hits]
+
+    def _sparse(
+        self, snap: Snapshot, query: Any, k: int, flt: Filter | None, plan: str
+    ) -> list[tuple[str, float]]:
+        if query is None:
+            raise InputError("a sparse search needs a query")
+        q = self.query_vector(query)
+        status, terms, weights = kernels.canonical_query(
+            np.asarray(q.terms, dtype=np.int64),
+            np.asarray(q.weights, dtype=np.float32),
+            np.ones(len(self.vocab), dtype=np.float32),
+            np.float32(0.0),
+            0,
+        )
+        if status != kernels.query.OK:
+            raise InputError(_QUERY_PROBLEMS[status].format(n=len(self.vocab)))
+        order = np.argsort(terms, kind="stable")  # the collection's canonical order: term id
+        return snap.search_sparse(terms[order], weights[order], k, flt, plan=plan)
+
+    def _dense_query(self, query: Any, dense: Any) -> np.ndarray:
+        dim = self.config.dense_dim
+        if dim is None:
+            raise InputError("this collection has no dense vectors")
+        if dense is not None:
+            vector = np.asarray(dense, dtype=np.float32).reshape(-1)
+            if vector.shape != (dim,) or not np.all(np.isfinite(vector)):
+                raise InputError(f"a dense query is {dim} finite numbers")
+            return vector
+        if not isinstance(query, str) or "dense" not in self.info_json:
+            raise InputError("a dense search needs dense= (a vector) or a text query and model")
+        return np.asarray(self.dense_encoder.encode_query([query])[0], dtype=np.float32)
+
+    def get(self, ids: Sequence[str]) -> dict[str, tuple[str | None, dict[str, Any] | None]]:
+        """Stored text and metadata of live documents by id."""
+        return self.store.fetch(list(ids))
+
+    # -- encoders -------------------------------------------------------------------------------
+    @property
+    def encoder(self) -> Any:
+        """The collection's document encoder (loaded on first text upsert)."""
+        if self._encoder is None:
+            with self._encoder_lock:
+                if self._encoder is None:
+                    manifest = self.info_json.get("encoder")
+                    if manifest is None:
+                        raise InputError("this collection has no model: upsert vectors=")
+                    self._encoder = _load_document_encoder(manifest, self.path, self.model)
+        return self._encoder
+
+    @property
+    def query_encoder(self) -> Any:
+        if self._query_encoder is None:
+            with self._encoder_lock:
+                if self._query_encoder is None:
+                    from lsr.encoders.loading import load_query_encoder
+
+                    self._query_encoder = load_query_encoder(
+                        self.info_json["encoder"], self.path, model=self.model
+                    )
+        return self._query_encoder
+
+    @property
+    def dense_encoder(self) -> Any:
+        if self._dense_encoder is None:
+            with self._encoder_lock:
+                if self._dense_encoder is None:
+                    from lsr.encoders.dense_encoder import DenseEncoder
+
+                    self._dense_encoder = DenseEncoder.from_identity(self.info_json["dense"])
+        return self._dense_encoder
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if getattr(self, "_closed", False):
+            raise InputError("the collection is closed", self.path)
+
+    def close(self) -> None:
+        """Stop background merges and release the directory (acknowledged writes are durable)."""
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        self._merge_wanted.set()
+        if self._merger is not None:
+            self._merger.join()
+        with self._append_lock, self._apply_lock:
+            self._wal.close()
+            self.store.close()
+        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        self._lock_file.close()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Collection({str(self.path)!r}, live_docs={len(self)})"
+
+
+_QUERY_PROBLEMS = {
+    kernels.query.BAD_TERM: "query term ids must lie in [0, {n})",
+    kernels.query.BAD_WEIGHT: "query weights must be finite and >= 0",
+    kernels.query.DUPLICATE_TERM: "a query names a term id twice",
+}
+
+
+def _check_ids(ids: Any, *, unique: bool) -> list[str]:
+    if isinstance(ids, str) or not isinstance(ids, Sequence):
+        raise InputError("ids must be a list of strings")
+    out = list(ids)
+    for i, doc_id in enumerate(out):
+        if not isinstance(doc_id, str) or not doc_id:
+            raise InputError(f"id {i} must be a non-empty string, got {doc_id!r}")
+        if len(doc_id.encode("utf-8")) > MAX_ID_BYTES:
+            raise InputError(f"id {i} is longer than {MAX_ID_BYTES} bytes")
+    if unique and len(set(out)) != len(out):
+        seen: set[str] = set()
+        dup = next(i for i in out if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+        raise InputError(f"id {dup!r} appears twice in one write")
+    return out
+
+
+def _load_document_encoder(manifest: Mapping[str, Any], path: Path, model: str | None) -> Any:
+    from lsr.encoders import load_encoder
+    from lsr.encoders.config import EncoderConfig
+    from lsr.encoders.idf_table import IdfTable
+
+    config = EncoderConfig.model_validate(manifest["config"])
+    local = model or (manifest.get("model") or {}).get("local") or config.model
+    overrides: dict[str, Any] = {"model": local}
+    if config.inference_free:
+        overrides["idf"] = None
+        encoder_config = config.model_copy(update=overrides)
+        vocab_path = path / "vocab.json"
+        idf_table = IdfTable.load(path / "idf.json", Vocabulary.load(vocab_path))
+        return load_encoder(encoder_config, idf_table=idf_table)
+    return load_encoder(config.model_copy(update=overrides))

@@ -1,0 +1,280 @@
+"""Snapshot: an immutable view of a collection that searches run against.
+
+A snapshot holds the segments with their live masks (copy-on-write: a writer never changes a
+mask a snapshot holds) and a prefix of the write buffer's append-only log. Readers take the
+current snapshot without a lock and never wait for writers; flushes and merges publish new ones.
+
+Search is exact: the top k by score over the live documents (that match the filter), ties by
+smaller id. Within a snapshot every part (segment or buffer) sums a document's score in the same
+order (query terms by ascending term id), so a document scores the same wherever it lives.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from lsr.collection.filters import Filter
+from lsr.collection.schema import Schema
+from lsr.collection.segment import Segment
+from lsr.collection.table import DocTable
+from lsr.index import kernels
+from lsr.index.quantization import Codec
+
+PLANS = ("auto", "taat", "forward")
+
+
+class BufferedDoc(NamedTuple):
+    """One version of a document in the write buffer."""
+
+    terms: np.ndarray  # int32 ascending
+    codes: np.ndarray
+    dense: np.ndarray | None
+    metadata: dict[str, Any] | None
+
+
+class WriteBuffer:
+    """The append-only log of buffered versions: ``(id, doc)`` or ``(id, None)`` for a delete.
+
+    A snapshot sees the first ``n`` entries; :meth:`table` is the live documents among them (the
+    latest version of each id), sorted by id, built once per ``n`` and shared by snapshots.
+    """
+
+    def __init__(self, code_dtype: np.dtype, dense_dim: int | None) -> None:
+        self.entries: list[tuple[str, BufferedDoc | None]] = []
+        self.code_dtype = code_dtype
+        self.dense_dim = dense_dim
+        self._cache: tuple[int, int, DocTable] | None = None
+        self._lock = threading.Lock()
+
+    def table(self, n: int, schema: Schema) -> DocTable:
+        cached = self._cache
+        if cached is not None and cached[0] == n and cached[1] == id(schema):
+            return cached[2]
+        latest: dict[str, BufferedDoc | None] = {}
+        for doc_id, doc in self.entries[:n]:
+            latest[doc_id] = doc
+        live = [(i, d) for i, d in latest.items() if d is not None]
+        table = DocTable.from_rows(
+            [i for i, _ in live],
+            [(d.terms, d.codes) for _, d in live],
+            [d.dense for _, d in live] if self.dense_dim is not None else None,
+            [d.metadata for _, d in live],
+            schema,
+            self.code_dtype,
+        )
+        self._cache = (n, id(schema), table)
+        return table
+
+
+class SegmentView(NamedTuple):
+    segment: Segment
+    live: np.ndarray | None  # uint8 per position (1 = live); None: every document is live
+    n_live: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one search sees: segments + live masks, and the buffer's first ``n_entries``."""
+
+    seq: int
+    segments: tuple[SegmentView, ...]
+    buffer: WriteBuffer
+    n_entries: int
+    schema: Schema
+    codec: Codec
+    n_terms: int
+    _scratch: threading.local = field(default_factory=threading.local, repr=False)
+
+    def buffer_table(self) -> DocTable:
+        return self.buffer.table(self.n_entries, self.schema)
+
+    @property
+    def num_live(self) -> int:
+        return sum(v.n_live for v in self.segments) + len(self.buffer_table())
+
+    # -- masks --------------------------------------------------------------------------------
+    def _allowed(self, view: SegmentView, flt: Filter | None) -> np.ndarray | None:
+        """uint8 allowed-docs mask of a segment (None: all documents allowed)."""
+        if flt is None:
+            return view.live
+        mask = flt.mask(view.segment.columns).view(np.uint8)
+        return mask if view.live is None else mask & view.live
+
+    def matching_ids(self, flt: Filter | None) -> list[str]:
+        """Ids of the live documents that match ``flt`` (all live documents for None)."""
+        out: list[str] = []
+        for view in self.segments:
+            allowed = self._allowed(view, flt)
+            ids = view.segment.ids if allowed is None else view.segment.ids[allowed.astype(bool)]
+            out.extend(b.decode("utf-8") for b in ids.tolist())
+        table = self.buffer_table()
+        if flt is None:
+            out.extend(table.ids)
+        else:
+            keep = np.flatnonzero(flt.mask(table.columns))
+            out.extend(table.ids[i] for i in keep.tolist())
+        return out
+
+    def count(self, flt: Filter | None) -> int:
+        if flt is None:
+            return self.num_live
+        total = 0
+        for view in self.segments:
+            allowed = self._allowed(view, flt)
+            total += view.n_live if allowed is None else int(np.count_nonzero(allowed))
+        return total + int(np.count_nonzero(flt.mask(self.buffer_table().columns)))
+
+    # -- sparse --------------------------------------------------------------------------------
+    def _scratch_arrays(self, n_docs: int) -> tuple[np.ndarray, np.ndarray]:
+        """This thread's zeroed accumulator (>= n_docs) and zeroed dense query vector."""
+        s = self._scratch
+        acc = getattr(s, "acc", None)
+        if acc is None or acc.shape[0] < n_docs:
+            acc = s.acc = np.zeros(max(n_docs, 1024), dtype=np.float32)
+        q_dense = getattr(s, "q_dense", None)
+        if q_dense is None:
+            q_dense = s.q_dense = np.zeros(self.n_terms, dtype=np.float32)
+        return acc, q_dense
+
+    def search_sparse(
+        self,
+        terms: np.ndarray,
+        weights: np.ndarray,
+        k: int,
+        flt: Filter | None = None,
+        *,
+        plan: str = "auto",
+    ) -> list[tuple[str, float]]:
+        """Exact top k as (id, score); ``terms`` int32 ascending, ``weights`` float32 > 0."""
+        if plan not in PLANS:
+            raise ValueError(f"plan must be one of {PLANS}")
+        parts: list[tuple[str, float]] = []
+        lut = None
+        scale = np.float32(self.codec.score_scale)
+        for view in self.segments:
+            seg = view.segment
+            allowed = self._allowed(view, flt)
+            n_allowed = seg.num_docs if allowed is None else int(np.count_nonzero(allowed))
+            if n_allowed == 0 or terms.size == 0:
+                continue
+            lut = seg.index.lut
+            kk = min(k, n_allowed)
+            docs = np.full(kk, -1, dtype=np.int64)
+            scores = np.zeros(kk, dtype=np.float32)
+            chosen = plan
+            if plan == "auto":
+                taat = kernels.postings_of(terms, seg.index.kernel_arrays.term_post_ptr)
+                taat += seg.num_docs // 4  # the accumulator scan
+                chosen = "forward" if n_allowed * (seg.avg_length + 4) < taat else "taat"
+            acc, q_dense = self._scratch_arrays(seg.num_docs)
+            if chosen == "forward":
+                candidates = (
+                    np.arange(seg.num_docs, dtype=np.int64)
+                    if allowed is None
+                    else np.flatnonzero(allowed)
+                )
+                q_dense[terms] = weights
+                try:
+                    count = kernels.allowed_forward(
+                        seg.fwd_ptr, seg.fwd_terms, seg.fwd_codes, lut, q_dense, candidates,
+                        kk, docs, scores,
+                    )  # fmt: skip
+                finally:
+                    q_dense[terms] = 0.0
+            elif allowed is None:
+                ix = seg.index.kernel_arrays
+                count = kernels.exhaustive_one(terms, weights, kk, ix, lut, acc, docs, scores)
+            else:
+                ix = seg.index.kernel_arrays
+                count = kernels.allowed_taat(
+                    terms, weights, kk, ix, lut, allowed, acc, docs, scores
+                )
+            ids = seg.ids[docs[:count]]
+            parts.extend(
+                (b.decode("utf-8"), float(s * scale))
+                for b, s in zip(ids.tolist(), scores[:count].tolist(), strict=True)
+            )
+        parts.extend(self._buffer_sparse(terms, weights, k, flt))
+        return _best(parts, k)
+
+    def _buffer_sparse(
+        self, terms: np.ndarray, weights: np.ndarray, k: int, flt: Filter | None
+    ) -> list[tuple[str, float]]:
+        table = self.buffer_table()
+        if len(table) == 0 or terms.size == 0:
+            return []
+        candidates = (
+            np.arange(len(table), dtype=np.int64)
+            if flt is None
+            else np.flatnonzero(flt.mask(table.columns))
+        )
+        if candidates.size == 0:
+            return []
+        kk = min(k, candidates.size)
+        docs = np.full(kk, -1, dtype=np.int64)
+        scores = np.zeros(kk, dtype=np.float32)
+        _, q_dense = self._scratch_arrays(0)
+        q_dense[terms] = weights
+        try:
+            count = kernels.allowed_forward(
+                table.indptr, table.terms, table.codes, self.codec.lut(), q_dense, candidates,
+                kk, docs, scores,
+            )  # fmt: skip
+        finally:
+            q_dense[terms] = 0.0
+        scale = np.float32(self.codec.score_scale)
+        return [
+            (table.ids[d], float(s * scale))
+            for d, s in zip(docs[:count].tolist(), scores[:count].tolist(), strict=True)
+        ]
+
+    # -- dense ---------------------------------------------------------------------------------
+    def search_dense(
+        self, vector: np.ndarray, k: int, flt: Filter | None = None
+    ) -> list[tuple[str, float]]:
+        """Exact top k by inner product over the live documents' dense rows (ties: smaller id)."""
+        parts: list[tuple[str, float]] = []
+        for view in self.segments:
+            seg = view.segment
+            if seg.dense is None:
+                continue
+            allowed = self._allowed(view, flt)
+            positions = None if allowed is None else np.flatnonzero(allowed)
+            rows = seg.dense if positions is None else seg.dense[positions]
+            ids = seg.ids if positions is None else seg.ids[positions]
+            parts.extend((ids[j].decode("utf-8"), s) for j, s in _top_rows(rows, vector, k, ids))
+        table = self.buffer_table()
+        if len(table) and table.dense is not None:
+            keep = np.arange(len(table)) if flt is None else np.flatnonzero(flt.mask(table.columns))
+            ids = np.array([table.ids[i].encode("utf-8") for i in keep.tolist()])
+            parts.extend(
+                (ids[j].decode("utf-8"), s) for j, s in _top_rows(table.dense[keep], vector, k, ids)
+            )
+        return _best(parts, k)
+
+
+def _top_rows(
+    rows: np.ndarray, vector: np.ndarray, k: int, ids: np.ndarray
+) -> list[tuple[int, float]]:
+    """(row, score) of the k best rows by inner product; ties: smaller id."""
+    if rows.shape[0] == 0:
+        return []
+    scores = np.asarray(rows, dtype=np.float32) @ vector.astype(np.float32)
+    if scores.shape[0] > k:
+        cut = np.partition(scores, scores.shape[0] - k)[scores.shape[0] - k]
+        chosen = np.flatnonzero(scores >= cut)
+    else:
+        chosen = np.arange(scores.shape[0])
+    order = chosen[np.lexsort((ids[chosen], -scores[chosen]))][:k]
+    return [(int(j), float(scores[j])) for j in order]
+
+
+def _best(parts: Sequence[tuple[str, float]], k: int) -> list[tuple[str, float]]:
+    """The k best (id, score) pairs: higher score first, then smaller id."""
+    return heapq.nsmallest(k, parts, key=lambda p: (-p[1], p[0]))

@@ -1,0 +1,203 @@
+"""A live collection against a plain model: random upserts, deletes, filters, flushes, merges and
+reopens, checked after every step against a dict of vectors scored by brute force."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from lsr.collection.collection import Collection
+from lsr.vocab import Vocabulary
+
+N_TERMS = 12
+IDS = [f"doc{i:02d}" for i in range(16)] + ["é", "z", "Z", "a b"]
+VOCAB = Vocabulary([f"t{i}" for i in range(N_TERMS)], frozen=True)
+SCHEMA = {"n": "number", "k": "keyword", "f": "bool"}
+
+weights = st.integers(1, 8).map(lambda w: w / 4)  # exact in float16 and in float32 sums
+vectors = st.dictionaries(st.sampled_from([f"t{i}" for i in range(N_TERMS)]), weights, max_size=5)
+metadata = st.fixed_dictionaries(
+    {},
+    optional={
+        "n": st.integers(0, 5),
+        "k": st.sampled_from(["a", "b", "c"]),
+        "f": st.booleans(),
+    },
+)
+
+
+def leaf_filters() -> st.SearchStrategy[dict[str, Any]]:
+    return st.one_of(
+        st.builds(lambda v: {"k": v}, st.sampled_from(["a", "b", "x"])),
+        st.builds(lambda vs: {"k": {"in": vs}}, st.lists(st.sampled_from("abc"), min_size=1)),
+        st.builds(lambda v: {"n": {"gte": v}}, st.integers(0, 5)),
+        st.builds(
+            lambda lo, hi: {"n": {"gt": lo, "lte": hi}}, st.integers(0, 3), st.integers(2, 5)
+        ),
+        st.builds(lambda v: {"f": v}, st.booleans()),
+        st.builds(lambda v: {"n": {"exists": v}}, st.booleans()),
+        st.builds(lambda v: {"k": {"ne": v}}, st.sampled_from("ab")),
+    )
+
+
+filters = st.recursive(
+    leaf_filters(),
+    lambda inner: st.one_of(
+        st.builds(lambda fs: {"and": fs}, st.lists(inner, min_size=1, max_size=3)),
+        st.builds(lambda fs: {"or": fs}, st.lists(inner, min_size=1, max_size=3)),
+        st.builds(lambda f: {"not": f}, inner),
+    ),
+    max_leaves=4,
+)
+
+
+def oracle_matches(flt: dict[str, Any], meta: dict[str, Any]) -> bool:
+    """The filter language, evaluated the plain way (independent of lsr.collection.filters)."""
+    if "and" in flt:
+        return all(oracle_matches(f, meta) for f in flt["and"])
+    if "or" in flt:
+        return any(oracle_matches(f, meta) for f in flt["or"])
+    if "not" in flt:
+        return not oracle_matches(flt["not"], meta)
+    ((field, cond),) = flt.items()
+    value = meta.get(field)
+    if not isinstance(cond, dict):
+        return value is not None and value == cond and type(value) is type(cond)
+    if "exists" in cond:
+        return (value is not None) == cond["exists"]
+    if value is None:
+        return False
+    if "in" in cond:
+        return value in cond["in"]
+    if "ne" in cond:
+        return value != cond["ne"]
+    ops = {"gt": value.__gt__, "gte": value.__ge__, "lt": value.__lt__, "lte": value.__le__}
+    return all(ops[op](bound) for op, bound in cond.items())
+
+
+class CollectionMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.root = Path(tempfile.mkdtemp(prefix="lsr-model-"))
+        self.path = self.root / "c"
+        self.collection = Collection.create(
+            self.path, vocab=VOCAB, flush_docs=4, merge_factor=2, schema=SCHEMA, block_size=2
+        )
+        self.model: dict[str, tuple[dict[str, float], dict[str, Any]]] = {}
+
+    def teardown(self) -> None:
+        self.collection.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    @rule(
+        docs=st.lists(
+            st.tuples(st.sampled_from(IDS), vectors, metadata),
+            min_size=1,
+            max_size=5,
+            unique_by=lambda d: d[0],
+        )
+    )
+    def upsert(self, docs: list[tuple[str, dict[str, float], dict[str, Any]]]) -> None:
+        result = self.collection.upsert(
+            [d[0] for d in docs], vectors=[d[1] for d in docs], metadata=[d[2] for d in docs]
+        )
+        assert result.count == len(docs)
+        for doc_id, vector, meta in docs:
+            self.model[doc_id] = (vector, meta)
+
+    @rule(ids=st.lists(st.sampled_from(IDS), max_size=4))
+    def delete(self, ids: list[str]) -> None:
+        existed = len({i for i in ids if i in self.model})
+        assert self.collection.delete(ids).count == existed
+        for doc_id in ids:
+            self.model.pop(doc_id, None)
+
+    @rule(flt=filters)
+    def delete_by_filter(self, flt: dict[str, Any]) -> None:
+        doomed = [i for i, (_, meta) in self.model.items() if oracle_matches(flt, meta)]
+        assert self.collection.delete_by_filter(flt).count == len(doomed)
+        for doc_id in doomed:
+            del self.model[doc_id]
+
+    @rule()
+    def flush(self) -> None:
+        self.collection.flush()
+
+    @rule(everything=st.booleans())
+    def merge(self, everything: bool) -> None:
+        self.collection.merge(everything=everything)
+
+    @rule()
+    def reopen(self) -> None:
+        self.collection.close()
+        self.collection = Collection.open(self.path)
+
+    @precondition(lambda self: len(self.model) > 0)
+    @rule(data=st.data())
+    def stored_payload(self, data: st.DataObject) -> None:
+        doc_id = data.draw(st.sampled_from(sorted(self.model)))
+        stored = self.collection.get([doc_id]).get(doc_id)
+        meta = self.model[doc_id][1]
+        assert (stored[1] if stored else None) == (meta or None)
+
+    @invariant()
+    def live_count(self) -> None:
+        assert len(self.collection) == len(self.model)
+        assert sorted(self.collection.snapshot().matching_ids(None)) == sorted(self.model)
+
+    @rule(query=vectors, k=st.sampled_from([1, 3, 40]), flt=st.none() | filters)
+    def search_equals_brute_force(
+        self, query: dict[str, float], k: int, flt: dict[str, Any] | None
+    ) -> None:
+        scored = []
+        for doc_id, (vector, meta) in self.model.items():
+            if flt is not None and not oracle_matches(flt, meta):
+                continue
+            score = sum(w * vector.get(t, 0.0) for t, w in query.items())
+            if score > 0:
+                scored.append((-score, doc_id))
+        expected = [(doc_id, -neg) for neg, doc_id in sorted(scored)[:k]]
+        for plan in ("auto", "taat", "forward"):
+            hits = self.collection.search(query, k, filter=flt, plan=plan)
+            assert [(h.doc_id, h.score) for h in hits] == expected, plan
+        if flt is not None:
+            matching = sum(oracle_matches(flt, meta) for _, meta in self.model.values())
+            assert self.collection.count(flt) == matching
+
+
+CollectionMachine.TestCase.settings = settings(
+    max_examples=int(os.environ.get("LSR_MODEL_EXAMPLES", "40")),
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestCollectionModel = CollectionMachine.TestCase
+
+
+def test_scores_are_the_same_in_every_part(tmp_path: Path) -> None:
+    """A document scores the same bits in the buffer, in a segment and after a merge."""
+    rng = np.random.default_rng(7)
+    vocab = Vocabulary([f"t{i}" for i in range(300)], frozen=True)
+    with Collection.create(tmp_path / "c", vocab=vocab, quantization="float32") as c:
+        vecs = [
+            {f"t{t}": float(rng.random()) for t in rng.choice(300, 40, replace=False)}
+            for _ in range(30)
+        ]
+        query = {f"t{t}": float(rng.random()) for t in rng.choice(300, 60, replace=False)}
+        c.upsert([f"d{i}" for i in range(30)], vectors=vecs)
+        in_buffer = c.search(query, 30)
+        c.flush()
+        segment = [c.search(query, 30, plan=p) for p in ("taat", "forward")]
+        c.upsert(["x"], vectors=[{"t0": 1.0}])
+        c.flush()
+        c.merge(everything=True)
+        merged = [h for h in c.search(query, 31) if h.doc_id != "x"]
+    assert in_buffer == segment[0] == segment[1] == merged

@@ -18,8 +18,12 @@ _EXPORTS = {
     "EncoderConfig": "lsr.encoders.config",
     "SideConfig": "lsr.encoders.config",
     "load_encoder": "lsr.encoders.loading",
+    "Collection": "lsr.collection",
+    "CollectionConfig": "lsr.collection",
 }
 __all__ = [
+    "Collection",
+    "CollectionConfig",
     "DenseIndex",
     "EncoderConfig",
     "FusionConfig",
@@ -34,6 +38,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from lsr.collection import Collection, CollectionConfig
     from lsr.encoders.config import EncoderConfig, SideConfig
     from lsr.encoders.loading import load_encoder
     from lsr.index.dense_index import DenseIndex

@@ -1,1 +1,20 @@
-"""Live collections: segments, write buffer, write-ahead log, metadata filters."""
+"""Live collections: segments, write buffer, write-ahead log, metadata filters.
+
+``Collection.create`` / ``Collection.open`` (lsr.collection.collection) is the entry point;
+semantics are in docs/collections.md.
+"""
+
+from lsr.collection.collection import Collection, Match, WriteResult
+from lsr.collection.config import CollectionConfig
+from lsr.collection.filters import Filter, parse_filter
+from lsr.collection.schema import Schema
+
+__all__ = [
+    "Collection",
+    "CollectionConfig",
+    "Filter",
+    "Match",
+    "Schema",
+    "WriteResult",
+    "parse_filter",
+]

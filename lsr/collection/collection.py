@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import fcntl
 import json
-import math
-import os
 import shutil
 import threading
-import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from lsr.collection import records
 from lsr.collection.config import CollectionConfig
+from lsr.collection.create import COLLECTION_FILE, create_collection
 from lsr.collection.failpoints import crash_point
 from lsr.collection.filters import Filter, parse_filter
 from lsr.collection.manifest import (
@@ -39,6 +36,9 @@ from lsr.collection.manifest import (
     write_manifest,
     write_tombstones,
 )
+from lsr.collection.merge_policy import pick_merge
+from lsr.collection.prepare import check_ids, prepare_upsert
+from lsr.collection.queries import dict_query, in_term_order, load_document_encoder
 from lsr.collection.records import Delete, Upsert
 from lsr.collection.schema import Schema
 from lsr.collection.segment import Segment
@@ -47,17 +47,13 @@ from lsr.collection.store import DocStore
 from lsr.collection.table import DocTable
 from lsr.collection.wal import WriteAheadLog
 from lsr.errors import IndexFormatError, InputError
-from lsr.index import kernels
-from lsr.io import fsync_path
 from lsr.sparse import SparseBatch, TermWeights
 from lsr.types import Hit, check_k
 from lsr.vocab import Vocabulary
 
-COLLECTION_FILE = "collection.json"
 STORE_FILE = "docs.sqlite"
 LOG_DIR = "wal"
 LOCK_FILE = "lock"
-MAX_ID_BYTES = 512
 MODES = ("sparse", "dense", "hybrid")
 
 
@@ -107,67 +103,17 @@ class Collection:
         ``schema`` declares metadata fields up front (``{"year": "number"}``), else they are
         inferred at first write.
         """
-        path = Path(path)
-        if path.exists() and any(path.iterdir()):
-            raise InputError("already exists and is not empty", path)
-        if (vocab is None) == (model is None):
-            raise InputError("give exactly one of vocab= (vectors) or model= (texts)")
-        try:
-            config = config or CollectionConfig(**options)
-        except ValueError as exc:
-            raise InputError(str(exc).splitlines()[-1] if "\n" in str(exc) else str(exc)) from None
-        declared = Schema.declare(schema or {})
-        info: dict[str, Any] = {"config": config.model_dump(mode="json"), "encoder": None}
-        staging = path.with_name(f".{path.name}.creating-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        try:
-            if model is not None:
-                from lsr.encoders import encoder_manifest, load_encoder
-
-                overrides: dict[str, Any] = {"query_mode": query_mode}
-                if idf is not None:
-                    overrides["idf"] = str(idf)
-                encoder = load_encoder(model, **overrides)
-                vocab = encoder.vocab
-                info["encoder"] = encoder_manifest(encoder)
-                if encoder.config.inference_free:
-                    encoder.query.save(staging)  # tokenizer.json + idf.json, fixed from now on
-            if dense_model is not None:
-                from lsr.encoders.dense_encoder import DenseEncoder
-
-                dense = DenseEncoder(dense_model)
-                info["dense"] = dense.identity()
-                if config.dense_dim is None:
-                    config = config.model_copy(update={"dense_dim": dense.dim})
-                    info["config"] = config.model_dump(mode="json")
-                elif config.dense_dim != dense.dim:
-                    raise InputError(
-                        f"dense_dim {config.dense_dim} but {dense_model} has {dense.dim}"
-                    )
-            assert vocab is not None
-            vocab.save(staging / "vocab.json")
-            info["vocab"] = {"size": len(vocab), "sha256": vocab.sha256, "source": vocab.source}
-            info["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            (staging / COLLECTION_FILE).write_text(json.dumps(info, indent=1), encoding="utf-8")
-            write_manifest(
-                staging,
-                {
-                    "generation": 0,
-                    "flushed_seq": 0,
-                    "segments": [],
-                    "schema": declared.to_json(),
-                    "next_segment": 1,
-                },
-            )
-            for entry in staging.iterdir():
-                fsync_path(entry)
-            if path.exists():
-                path.rmdir()
-            os.rename(staging, path)
-            fsync_path(path.parent)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        create_collection(
+            path,
+            vocab=vocab,
+            model=model,
+            query_mode=query_mode,
+            idf=idf,
+            dense_model=dense_model,
+            config=config,
+            schema=schema,
+            **options,
+        )
         return cls.open(path)
 
     @classmethod
@@ -415,12 +361,27 @@ class Collection:
         the collection's model (texts given with vectors are stored, not encoded). ``dense``
         rows are needed when the collection has dense vectors and no dense model.
         """
-        op = self._prepare_upsert(ids, vectors, texts, dense, metadata)
+        op = prepare_upsert(
+            ids,
+            vectors,
+            texts,
+            dense,
+            metadata,
+            vocab=self.vocab,
+            config=self.config,
+            schema=self._pending_schema,
+            encode_texts=lambda t, i: self.encoder.encode_document(t, i),
+            encode_dense=(
+                (lambda t: self.dense_encoder.encode_document(t))
+                if "dense" in self.info_json
+                else None
+            ),
+        )
         return self._commit(op)
 
     def delete(self, ids: Sequence[str]) -> WriteResult:
         """Delete documents by id (unknown ids are ignored); ``count`` is how many existed."""
-        ids = _check_ids(ids, unique=False)
+        ids = check_ids(ids, unique=False)
         return self._commit(Delete(list(dict.fromkeys(ids))))
 
     def delete_by_filter(self, filter: Any) -> WriteResult:
@@ -438,87 +399,6 @@ class Collection:
         self._wal.sync_through(position)
         self._apply_through(seq)
         return WriteResult(seq, self._results.pop(seq, 0))
-
-    def _prepare_upsert(
-        self,
-        ids: Sequence[str],
-        vectors: SparseBatch | Sequence[Mapping[str, float]] | None,
-        texts: Sequence[str] | None,
-        dense: Any,
-        metadata: Sequence[Mapping[str, Any] | None] | None,
-    ) -> Upsert:
-        ids = _check_ids(ids, unique=True)
-        n = len(ids)
-        if texts is not None:
-            texts = list(texts)
-            if len(texts) != n or not all(isinstance(t, str) for t in texts):
-                raise InputError(f"texts must be {n} strings, one per id")
-        if metadata is not None:
-            metadata = list(metadata)
-            if len(metadata) != n:
-                raise InputError(f"{len(metadata)} metadata entries for {n} ids")
-            for i, meta in enumerate(metadata):
-                if meta is not None and not isinstance(meta, Mapping):
-                    raise InputError(f"document {i}: metadata must be an object, got {meta!r}")
-        meta_list = [dict(m) if m else None for m in (metadata or [None] * n)]
-        self._pending_schema.extend(meta_list)  # validate now; re-checked at append
-        if vectors is None:
-            if texts is None:
-                raise InputError("give vectors= or texts= for the documents")
-            batch = self.encoder.encode_document(texts, ids)
-        elif isinstance(vectors, SparseBatch):
-            batch = vectors if vectors.vocab == self.vocab else vectors.remap(self.vocab)
-            if len(batch) != n:
-                raise InputError(f"{len(batch)} vectors for {n} ids")
-        else:
-            vectors = list(vectors)
-            if len(vectors) != n:
-                raise InputError(f"{len(vectors)} vectors for {n} ids")
-            for i, v in enumerate(vectors):
-                if not isinstance(v, Mapping):
-                    raise InputError(f"document {i}: a vector is {{token: weight}}, got {v!r}")
-            batch = SparseBatch.from_dicts(vectors, ids, self.vocab)
-        matrix = sp.csr_matrix(batch.matrix, dtype=np.float32, copy=True)
-        if matrix.data.size and (not np.all(np.isfinite(matrix.data)) or matrix.data.min() < 0):
-            raise InputError("document weights must be finite and >= 0")
-        matrix.eliminate_zeros()
-        matrix.sort_indices()
-        if self.codec.kind == "uint8" and matrix.data.size:
-            assert self.config.max_weight is not None
-            top = float(matrix.data.max())
-            if top > self.config.max_weight * (1 + 1 / 510):
-                raise InputError(
-                    f"weight {top:g} exceeds this collection's max_weight "
-                    f"{self.config.max_weight:g} (uint8)"
-                )
-        codes = self.codec.encode(matrix.data)
-        dense_rows = self._dense_rows(dense, texts, n)
-        return Upsert(
-            list(ids),
-            matrix.indptr.astype(np.int64),
-            matrix.indices.astype(np.int32),
-            codes,
-            dense_rows,
-            meta_list,
-            list(texts) if texts is not None else [None] * n,
-        )
-
-    def _dense_rows(self, dense: Any, texts: Sequence[str] | None, n: int) -> np.ndarray | None:
-        dim = self.config.dense_dim
-        if dim is None:
-            if dense is not None:
-                raise InputError("this collection has no dense vectors (create it with dense_dim)")
-            return None
-        if dense is None:
-            if texts is None or "dense" not in self.info_json:
-                raise InputError(f"this collection needs dense vectors of size {dim} per document")
-            return np.asarray(self.dense_encoder.encode_document(list(texts)), dtype=np.float32)
-        rows = np.asarray(dense, dtype=np.float32)
-        if rows.shape != (n, dim):
-            raise InputError(f"dense vectors must have shape ({n}, {dim}), got {rows.shape}")
-        if not np.all(np.isfinite(rows)):
-            raise InputError("dense vectors must be finite")
-        return rows
 
     # -- flush, merge, compact --------------------------------------------------------------------
     def flush(self) -> bool:
@@ -618,28 +498,12 @@ class Collection:
             if not done or everything:
                 return merged
 
-    def _pick_sources(self, everything: bool) -> list[Segment]:
-        segments = list(self._segments)
-        if everything:
-            dirty = any(self._n_live[s.name] < s.num_docs for s in segments)
-            return segments if len(segments) > 1 or (segments and dirty) else []
-        for s in segments:  # mostly deleted: rewrite it alone
-            if self._n_live[s.name] * 2 < s.num_docs:
-                return [s]
-        tiers: dict[int, list[Segment]] = {}
-        factor = self.config.merge_factor
-        for s in segments:
-            size = max(1, self._n_live[s.name]) / self.config.flush_docs
-            tiers.setdefault(max(0, math.floor(math.log(max(size, 1), factor))), []).append(s)
-        for tier in sorted(tiers):
-            if len(tiers[tier]) >= factor:
-                return sorted(tiers[tier], key=lambda s: self._n_live[s.name])[:factor]
-        return []
-
     def _merge_once(self, everything: bool) -> int:
         with self._merge_lock:
             with self._apply_lock:
-                sources = self._pick_sources(everything)
+                sources = pick_merge(
+                    self._segments, self._n_live, self.config, everything=everything
+                )
                 if not sources:
                     return 0
                 captured = {
@@ -782,16 +646,7 @@ class Collection:
                 raise InputError("this collection has no model: query with {token: weight}")
             return self.query_encoder.encode_one(query)
         if isinstance(query, Mapping):
-            terms, weights = [], []
-            for token, weight in query.items():
-                tid = self.vocab.get(token)
-                if tid is None:
-                    continue  # a term no document can have scores nothing
-                if isinstance(weight, bool) or not isinstance(weight, int | float | np.number):
-                    raise InputError(f"weight of {token!r} is not a number: {weight!r}")
-                terms.append(tid)
-                weights.append(weight)
-            return TermWeights(np.asarray(terms, np.int64), np.asarray(weights, np.float32))
+            return dict_query(query, self.vocab)
         raise InputError(f"a query is text or {{token: weight}}, got {type(query).__name__}")
 
     def search(
@@ -847,18 +702,8 @@ class Collection:
     ) -> list[tuple[str, float]]:
         if query is None:
             raise InputError("a sparse search needs a query")
-        q = self.query_vector(query)
-        status, terms, weights = kernels.canonical_query(
-            np.asarray(q.terms, dtype=np.int64),
-            np.asarray(q.weights, dtype=np.float32),
-            np.ones(len(self.vocab), dtype=np.float32),
-            np.float32(0.0),
-            0,
-        )
-        if status != kernels.query.OK:
-            raise InputError(_QUERY_PROBLEMS[status].format(n=len(self.vocab)))
-        order = np.argsort(terms, kind="stable")  # the collection's canonical order: term id
-        return snap.search_sparse(terms[order], weights[order], k, flt, plan=plan)
+        terms, weights = in_term_order(self.query_vector(query), len(self.vocab))
+        return snap.search_sparse(terms, weights, k, flt, plan=plan)
 
     def _dense_query(self, query: Any, dense: Any) -> np.ndarray:
         dim = self.config.dense_dim
@@ -887,7 +732,7 @@ class Collection:
                     manifest = self.info_json.get("encoder")
                     if manifest is None:
                         raise InputError("this collection has no model: upsert vectors=")
-                    self._encoder = _load_document_encoder(manifest, self.path, self.model)
+                    self._encoder = load_document_encoder(manifest, self.path, self.model)
         return self._encoder
 
     @property
@@ -939,43 +784,3 @@ class Collection:
 
     def __repr__(self) -> str:
         return f"Collection({str(self.path)!r}, live_docs={len(self)})"
-
-
-_QUERY_PROBLEMS = {
-    kernels.query.BAD_TERM: "query term ids must lie in [0, {n})",
-    kernels.query.BAD_WEIGHT: "query weights must be finite and >= 0",
-    kernels.query.DUPLICATE_TERM: "a query names a term id twice",
-}
-
-
-def _check_ids(ids: Any, *, unique: bool) -> list[str]:
-    if isinstance(ids, str) or not isinstance(ids, Sequence):
-        raise InputError("ids must be a list of strings")
-    out = list(ids)
-    for i, doc_id in enumerate(out):
-        if not isinstance(doc_id, str) or not doc_id:
-            raise InputError(f"id {i} must be a non-empty string, got {doc_id!r}")
-        if len(doc_id.encode("utf-8")) > MAX_ID_BYTES:
-            raise InputError(f"id {i} is longer than {MAX_ID_BYTES} bytes")
-    if unique and len(set(out)) != len(out):
-        seen: set[str] = set()
-        dup = next(i for i in out if i in seen or seen.add(i))  # type: ignore[func-returns-value]
-        raise InputError(f"id {dup!r} appears twice in one write")
-    return out
-
-
-def _load_document_encoder(manifest: Mapping[str, Any], path: Path, model: str | None) -> Any:
-    from lsr.encoders import load_encoder
-    from lsr.encoders.config import EncoderConfig
-    from lsr.encoders.idf_table import IdfTable
-
-    config = EncoderConfig.model_validate(manifest["config"])
-    local = model or (manifest.get("model") or {}).get("local") or config.model
-    overrides: dict[str, Any] = {"model": local}
-    if config.inference_free:
-        overrides["idf"] = None
-        encoder_config = config.model_copy(update=overrides)
-        vocab_path = path / "vocab.json"
-        idf_table = IdfTable.load(path / "idf.json", Vocabulary.load(vocab_path))
-        return load_encoder(encoder_config, idf_table=idf_table)
-    return load_encoder(config.model_copy(update=overrides))

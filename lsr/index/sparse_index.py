@@ -252,7 +252,7 @@ class SparseIndex:
             0 if max_terms is None else int(max_terms),
         )
         if status != kernels.query.OK:
-            raise InputError(_QUERY_PROBLEMS[status].format(n=len(self.vocab)))
+            raise InputError(kernels.query.PROBLEMS[status].format(n=len(self.vocab)))
         return QueryArrays(np.array([0, terms.size], dtype=np.int64), terms, weights)
 
     def _dict_terms(self, query: Mapping[str, float], unknown: str) -> TermWeights:
@@ -385,13 +385,6 @@ class SparseIndex:
         )
         docs, scores, counts = self._run(q, k, algorithm, threads)
         return [self._hits(docs[i], scores[i], int(counts[i])) for i in range(len(counts))]
-
-
-_QUERY_PROBLEMS = {
-    kernels.query.BAD_TERM: "query term ids must lie in [0, {n})",
-    kernels.query.BAD_WEIGHT: "query weights must be finite and >= 0",
-    kernels.query.DUPLICATE_TERM: "a query names a term id twice",
-}
 
 
 def _check_algorithm(algorithm: str) -> str:

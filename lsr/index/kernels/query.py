@@ -14,6 +14,11 @@ from numba import njit
 from lsr.index.kernels.layout import OPTS
 
 OK, BAD_TERM, BAD_WEIGHT, DUPLICATE_TERM = 0, 1, 2, 3
+PROBLEMS = {  # status -> message ({n}: the vocabulary size)
+    BAD_TERM: "query term ids must lie in [0, {n})",
+    BAD_WEIGHT: "query weights must be finite and >= 0",
+    DUPLICATE_TERM: "a query names a term id twice",
+}
 
 
 @njit(**OPTS)

@@ -1,0 +1,134 @@
+"""Validating a write before it is logged: ids, vectors (or texts to encode), dense rows, metadata.
+
+Everything that could make an op fail to apply is checked here, before the log sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from lsr.collection.config import CollectionConfig
+from lsr.collection.records import Upsert
+from lsr.collection.schema import Schema
+from lsr.errors import InputError
+from lsr.sparse import SparseBatch
+from lsr.vocab import Vocabulary
+
+MAX_ID_BYTES = 512
+
+
+def prepare_upsert(
+    ids: Sequence[str],
+    vectors: SparseBatch | Sequence[Mapping[str, float]] | None,
+    texts: Sequence[str] | None,
+    dense: Any,
+    metadata: Sequence[Mapping[str, Any] | None] | None,
+    *,
+    vocab: Vocabulary,
+    config: CollectionConfig,
+    schema: Schema,
+    encode_texts: Callable[[list[str], list[str]], SparseBatch],
+    encode_dense: Callable[[list[str]], np.ndarray] | None,
+) -> Upsert:
+    """Validate an upsert completely and turn it into the op the log records.
+
+    ``encode_texts(texts, ids)`` encodes documents when no vectors are given; ``encode_dense``
+    (None: the collection has no dense model) embeds texts when no dense rows are given.
+    """
+    ids = check_ids(ids, unique=True)
+    n = len(ids)
+    if texts is not None:
+        texts = list(texts)
+        if len(texts) != n or not all(isinstance(t, str) for t in texts):
+            raise InputError(f"texts must be {n} strings, one per id")
+    if metadata is not None:
+        metadata = list(metadata)
+        if len(metadata) != n:
+            raise InputError(f"{len(metadata)} metadata entries for {n} ids")
+        for i, meta in enumerate(metadata):
+            if meta is not None and not isinstance(meta, Mapping):
+                raise InputError(f"document {i}: metadata must be an object, got {meta!r}")
+    meta_list = [dict(m) if m else None for m in (metadata or [None] * n)]
+    schema.extend(meta_list)  # validate now; re-checked at append
+    if vectors is None:
+        if texts is None:
+            raise InputError("give vectors= or texts= for the documents")
+        batch = encode_texts(texts, ids)
+    elif isinstance(vectors, SparseBatch):
+        batch = vectors if vectors.vocab == vocab else vectors.remap(vocab)
+        if len(batch) != n:
+            raise InputError(f"{len(batch)} vectors for {n} ids")
+    else:
+        vectors = list(vectors)
+        if len(vectors) != n:
+            raise InputError(f"{len(vectors)} vectors for {n} ids")
+        for i, v in enumerate(vectors):
+            if not isinstance(v, Mapping):
+                raise InputError(f"document {i}: a vector is {{token: weight}}, got {v!r}")
+        batch = SparseBatch.from_dicts(vectors, ids, vocab)
+    matrix = sp.csr_matrix(batch.matrix, dtype=np.float32, copy=True)
+    if matrix.data.size and (not np.all(np.isfinite(matrix.data)) or matrix.data.min() < 0):
+        raise InputError("document weights must be finite and >= 0")
+    matrix.eliminate_zeros()
+    matrix.sort_indices()
+    if config.codec.kind == "uint8" and matrix.data.size:
+        assert config.max_weight is not None
+        top = float(matrix.data.max())
+        if top > config.max_weight * (1 + 1 / 510):
+            raise InputError(
+                f"weight {top:g} exceeds this collection's max_weight {config.max_weight:g} (uint8)"
+            )
+    codes = config.codec.encode(matrix.data)
+    dense_rows = _dense_rows(dense, texts, n, config.dense_dim, encode_dense)
+    return Upsert(
+        list(ids),
+        matrix.indptr.astype(np.int64),
+        matrix.indices.astype(np.int32),
+        codes,
+        dense_rows,
+        meta_list,
+        list(texts) if texts is not None else [None] * n,
+    )
+
+
+def _dense_rows(
+    dense: Any,
+    texts: Sequence[str] | None,
+    n: int,
+    dim: int | None,
+    encode_dense: Callable[[list[str]], np.ndarray] | None,
+) -> np.ndarray | None:
+    if dim is None:
+        if dense is not None:
+            raise InputError("this collection has no dense vectors (create it with dense_dim)")
+        return None
+    if dense is None:
+        if texts is None or encode_dense is None:
+            raise InputError(f"this collection needs dense vectors of size {dim} per document")
+        return np.asarray(encode_dense(list(texts)), dtype=np.float32)
+    rows = np.asarray(dense, dtype=np.float32)
+    if rows.shape != (n, dim):
+        raise InputError(f"dense vectors must have shape ({n}, {dim}), got {rows.shape}")
+    if not np.all(np.isfinite(rows)):
+        raise InputError("dense vectors must be finite")
+    return rows
+
+
+def check_ids(ids: Any, *, unique: bool) -> list[str]:
+    if isinstance(ids, str) or not isinstance(ids, Sequence):
+        raise InputError("ids must be a list of strings")
+    out = list(ids)
+    for i, doc_id in enumerate(out):
+        if not isinstance(doc_id, str) or not doc_id:
+            raise InputError(f"id {i} must be a non-empty string, got {doc_id!r}")
+        if len(doc_id.encode("utf-8")) > MAX_ID_BYTES:
+            raise InputError(f"id {i} is longer than {MAX_ID_BYTES} bytes")
+    if unique and len(set(out)) != len(out):
+        seen: set[str] = set()
+        dup = next(i for i in out if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+        raise InputError(f"id {dup!r} appears twice in one write")
+    return out

@@ -390,9 +390,12 @@ class Collection:
             flt = parse_filter(filter, self._pending_schema)
             # apply everything appended so far, then resolve the filter on that exact state
             self._wal.sync_through(self._wal.position)
-            if self._pending:
-                self._apply_through(self._pending[-1][0])
-            ids = self._snapshot.matching_ids(flt)
+            # under the apply lock: another writer may have taken ops off _pending and not
+            # yet published them (the snapshot would then miss them)
+            with self._apply_lock:
+                if self._pending:
+                    self._apply_through(self._pending[-1][0])
+                ids = self._snapshot.matching_ids(flt)
             self._check_open()
             seq, position = self._wal.append(records.encode(Delete(ids)))
             self._pending.append((seq, position, Delete(ids)))
@@ -719,8 +722,10 @@ class Collection:
         return np.asarray(self.dense_encoder.encode_query([query])[0], dtype=np.float32)
 
     def get(self, ids: Sequence[str]) -> dict[str, tuple[str | None, dict[str, Any] | None]]:
-        """Stored text and metadata of live documents by id."""
-        return self.store.fetch(list(ids))
+        """``{id: (text, metadata)}`` for the ids that are live documents (None: not stored)."""
+        live = self._snapshot.live(ids)
+        stored = self.store.fetch([i for i in ids if i in live])
+        return {i: stored.get(i, (None, None)) for i in ids if i in live}
 
     # -- encoders -------------------------------------------------------------------------------
     @property

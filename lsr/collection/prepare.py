@@ -43,7 +43,10 @@ def prepare_upsert(
     n = len(ids)
     if texts is not None:
         texts = list(texts)
-        if len(texts) != n or not all(isinstance(t, str) for t in texts):
+        stored_only = vectors is not None  # texts beside vectors are stored, not encoded
+        if len(texts) != n or not all(
+            isinstance(t, str) or (stored_only and t is None) for t in texts
+        ):
             raise InputError(f"texts must be {n} strings, one per id")
     if metadata is not None:
         metadata = list(metadata)
@@ -107,7 +110,7 @@ def _dense_rows(
             raise InputError("this collection has no dense vectors (create it with dense_dim)")
         return None
     if dense is None:
-        if texts is None or encode_dense is None:
+        if texts is None or encode_dense is None or any(t is None for t in texts):
             raise InputError(f"this collection needs dense vectors of size {dim} per document")
         return np.asarray(encode_dense(list(texts)), dtype=np.float32)
     rows = np.asarray(dense, dtype=np.float32)

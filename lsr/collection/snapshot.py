@@ -121,6 +121,18 @@ class Snapshot:
             out.extend(table.ids[i] for i in keep.tolist())
         return out
 
+    def live(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are live documents in this snapshot."""
+        ids = list(ids)
+        found = set(ids) & set(self.buffer_table().ids)
+        for view in self.segments:
+            positions = view.segment.positions(ids)
+            hit = positions >= 0
+            if view.live is not None:
+                hit[hit] = view.live[positions[hit]] != 0
+            found.update(i for i, h in zip(ids, hit.tolist(), strict=True) if h)
+        return found
+
     def count(self, flt: Filter | None) -> int:
         if flt is None:
             return self.num_live

@@ -84,12 +84,19 @@ def oracle_matches(flt: dict[str, Any], meta: dict[str, Any]) -> bool:
 
 
 class CollectionMachine(RuleBasedStateMachine):
+    flush_docs = 4  # small: many flushes, segments and merges
+
     def __init__(self) -> None:
         super().__init__()
         self.root = Path(tempfile.mkdtemp(prefix="lsr-model-"))
         self.path = self.root / "c"
         self.collection = Collection.create(
-            self.path, vocab=VOCAB, flush_docs=4, merge_factor=2, schema=SCHEMA, block_size=2
+            self.path,
+            vocab=VOCAB,
+            flush_docs=self.flush_docs,
+            merge_factor=2,
+            schema=SCHEMA,
+            block_size=2,
         )
         self.model: dict[str, tuple[dict[str, float], dict[str, Any]]] = {}
 
@@ -173,13 +180,22 @@ class CollectionMachine(RuleBasedStateMachine):
             assert self.collection.count(flt) == matching
 
 
-CollectionMachine.TestCase.settings = settings(
+class BigBufferMachine(CollectionMachine):
+    """Nothing flushes by itself: the write buffer's base + delta views carry the state."""
+
+    flush_docs = 10**6
+
+
+SETTINGS = settings(
     max_examples=int(os.environ.get("LSR_MODEL_EXAMPLES", "40")),
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+CollectionMachine.TestCase.settings = SETTINGS
+BigBufferMachine.TestCase.settings = settings(SETTINGS, stateful_step_count=60)
 TestCollectionModel = CollectionMachine.TestCase
+TestCollectionBigBuffer = BigBufferMachine.TestCase
 
 
 def test_scores_are_the_same_in_every_part(tmp_path: Path) -> None:
@@ -201,3 +217,29 @@ def test_scores_are_the_same_in_every_part(tmp_path: Path) -> None:
         c.merge(everything=True)
         merged = [h for h in c.search(query, 31) if h.doc_id != "x"]
     assert in_buffer == segment[0] == segment[1] == merged
+
+
+def test_write_search_interleaved_through_base_and_delta(tmp_path: Path) -> None:
+    """Hundreds of single writes in the buffer, each followed by a search: the view is a base
+    table plus a delta (replaced and deleted base rows masked), rebuilt now and then."""
+    rng = np.random.default_rng(11)
+    model: dict[str, dict[str, float]] = {}
+    with Collection.create(tmp_path / "c", vocab=VOCAB, flush_docs=10**6) as c:
+        for step in range(400):
+            doc_id = f"d{int(rng.integers(60))}"
+            if rng.random() < 0.2:
+                c.delete([doc_id])
+                model.pop(doc_id, None)
+            else:
+                terms = rng.choice(N_TERMS, 3, replace=False)
+                vector = {f"t{t}": float(rng.integers(1, 8)) / 4 for t in terms}
+                c.upsert([doc_id], vectors=[vector], metadata=[{"n": step % 3}])
+                model[doc_id] = vector
+            query = {f"t{int(rng.integers(N_TERMS))}": 1.0, "t0": 0.5}
+            scored = sorted(
+                (-sum(w * v.get(t, 0.0) for t, w in query.items()), i) for i, v in model.items()
+            )
+            want = [(i, -s) for s, i in scored if s < 0][:7]
+            assert [(h.doc_id, h.score) for h in c.search(query, 7)] == want
+            assert len(c.snapshot().buffer_parts()) in (1, 2)
+        assert len(c) == len(model)

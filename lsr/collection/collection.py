@@ -609,7 +609,7 @@ class Collection:
     def info(self) -> dict[str, Any]:
         """Live and deleted documents, segments, bytes on disk, log size."""
         snap = self._snapshot
-        buffered = len(snap.buffer_table())
+        buffered = snap.num_buffered
         seg_docs = sum(v.segment.num_docs for v in snap.segments)
         seg_live = sum(v.n_live for v in snap.segments)
         return {

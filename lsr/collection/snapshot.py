@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -27,6 +27,7 @@ from lsr.index import kernels
 from lsr.index.quantization import Codec
 
 PLANS = ("auto", "taat", "forward")
+_SCRATCH = threading.local()
 
 
 class BufferedDoc(NamedTuple):
@@ -38,29 +39,40 @@ class BufferedDoc(NamedTuple):
     metadata: dict[str, Any] | None
 
 
+class BufferPart(NamedTuple):
+    """Live buffered documents: a table sorted by id and which of its rows are still live."""
+
+    table: DocTable
+    alive: np.ndarray | None  # uint8 per row (1 = live); None: every row is live
+
+    def live_rows(self) -> np.ndarray:
+        n = len(self.table)
+        return np.arange(n, dtype=np.int64) if self.alive is None else np.flatnonzero(self.alive)
+
+
 class WriteBuffer:
     """The append-only log of buffered versions: ``(id, doc)`` or ``(id, None)`` for a delete.
 
-    A snapshot sees the first ``n`` entries; :meth:`table` is the live documents among them (the
-    latest version of each id), sorted by id, built once per ``n`` and shared by snapshots.
+    A snapshot sees the first ``n`` entries as :meth:`parts`: a *base* table of the live
+    documents among the first ``m`` entries (sorted by id, built once and shared), with the rows
+    later entries replaced or deleted masked out, and a *delta* table of the live documents
+    among entries ``m..n``. The base is rebuilt once the delta outgrows a quarter of it, so a
+    write followed by a search costs time in the size of the delta, not of the buffer.
     """
 
     def __init__(self, code_dtype: np.dtype, dense_dim: int | None) -> None:
         self.entries: list[tuple[str, BufferedDoc | None]] = []
         self.code_dtype = code_dtype
         self.dense_dim = dense_dim
-        self._cache: tuple[int, int, DocTable] | None = None
-        self._lock = threading.Lock()
+        self._base: tuple[int, DocTable, dict[str, int]] | None = None
+        self._parts: tuple[int, tuple[BufferPart, ...]] | None = None
 
-    def table(self, n: int, schema: Schema) -> DocTable:
-        cached = self._cache
-        if cached is not None and cached[0] == n and cached[1] == id(schema):
-            return cached[2]
+    def _table(self, entries: list[tuple[str, BufferedDoc | None]], schema: Schema) -> DocTable:
         latest: dict[str, BufferedDoc | None] = {}
-        for doc_id, doc in self.entries[:n]:
+        for doc_id, doc in entries:
             latest[doc_id] = doc
         live = [(i, d) for i, d in latest.items() if d is not None]
-        table = DocTable.from_rows(
+        return DocTable.from_rows(
             [i for i, _ in live],
             [(d.terms, d.codes) for _, d in live],
             [d.dense for _, d in live] if self.dense_dim is not None else None,
@@ -68,8 +80,32 @@ class WriteBuffer:
             schema,
             self.code_dtype,
         )
-        self._cache = (n, id(schema), table)
-        return table
+
+    def table(self, n: int, schema: Schema) -> DocTable:
+        """All live documents among the first ``n`` entries, as one table (for a flush)."""
+        return self._table(self.entries[:n], schema)
+
+    def parts(self, n: int, schema: Schema) -> tuple[BufferPart, ...]:
+        """The live documents among the first ``n`` entries (see the class docstring)."""
+        cached = self._parts
+        if cached is not None and cached[0] == n:
+            return cached[1]
+        base = self._base
+        if base is None or base[0] > n or n - base[0] > max(64, len(base[1]) // 4):
+            table = self._table(self.entries[:n], schema)
+            self._base = (n, table, {doc_id: row for row, doc_id in enumerate(table.ids)})
+            parts: tuple[BufferPart, ...] = (BufferPart(table, None),)
+        else:
+            m, table, row_of = base
+            delta = self.entries[m:n]
+            killed = [row_of[i] for i in {doc_id for doc_id, _ in delta} if i in row_of]
+            alive = None
+            if killed:
+                alive = np.ones(len(table), dtype=np.uint8)
+                alive[killed] = 0
+            parts = (BufferPart(table, alive), BufferPart(self._table(delta, schema), None))
+        self._parts = (n, parts)
+        return parts
 
 
 class SegmentView(NamedTuple):
@@ -89,14 +125,27 @@ class Snapshot:
     schema: Schema
     codec: Codec
     n_terms: int
-    _scratch: threading.local = field(default_factory=threading.local, repr=False)
 
-    def buffer_table(self) -> DocTable:
-        return self.buffer.table(self.n_entries, self.schema)
+    def buffer_parts(self) -> tuple[BufferPart, ...]:
+        return self.buffer.parts(self.n_entries, self.schema)
+
+    @property
+    def num_buffered(self) -> int:
+        return sum(
+            len(p.table) if p.alive is None else int(np.count_nonzero(p.alive))
+            for p in self.buffer_parts()
+        )
 
     @property
     def num_live(self) -> int:
-        return sum(v.n_live for v in self.segments) + len(self.buffer_table())
+        return sum(v.n_live for v in self.segments) + self.num_buffered
+
+    def _buffer_rows(self, part: BufferPart, flt: Filter | None) -> np.ndarray:
+        """Rows of a buffer part that are live and match ``flt`` (int64, ascending)."""
+        rows = part.live_rows()
+        if flt is not None and rows.size:
+            rows = rows[flt.mask(part.table.columns)[rows]]
+        return rows
 
     # -- masks --------------------------------------------------------------------------------
     def _allowed(self, view: SegmentView, flt: Filter | None) -> np.ndarray | None:
@@ -113,18 +162,17 @@ class Snapshot:
             allowed = self._allowed(view, flt)
             ids = view.segment.ids if allowed is None else view.segment.ids[allowed.astype(bool)]
             out.extend(b.decode("utf-8") for b in ids.tolist())
-        table = self.buffer_table()
-        if flt is None:
-            out.extend(table.ids)
-        else:
-            keep = np.flatnonzero(flt.mask(table.columns))
-            out.extend(table.ids[i] for i in keep.tolist())
+        for part in self.buffer_parts():
+            out.extend(part.table.ids[i] for i in self._buffer_rows(part, flt).tolist())
         return out
 
     def live(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` are live documents in this snapshot."""
         ids = list(ids)
-        found = set(ids) & set(self.buffer_table().ids)
+        found: set[str] = set()
+        for part in self.buffer_parts():
+            found.update(part.table.ids[i] for i in part.live_rows().tolist())
+        found &= set(ids)
         for view in self.segments:
             positions = view.segment.positions(ids)
             hit = positions >= 0
@@ -140,17 +188,17 @@ class Snapshot:
         for view in self.segments:
             allowed = self._allowed(view, flt)
             total += view.n_live if allowed is None else int(np.count_nonzero(allowed))
-        return total + int(np.count_nonzero(flt.mask(self.buffer_table().columns)))
+        return total + sum(self._buffer_rows(p, flt).size for p in self.buffer_parts())
 
     # -- sparse --------------------------------------------------------------------------------
     def _scratch_arrays(self, n_docs: int) -> tuple[np.ndarray, np.ndarray]:
         """This thread's zeroed accumulator (>= n_docs) and zeroed dense query vector."""
-        s = self._scratch
+        s = _SCRATCH  # per thread, shared by all snapshots (a new one is published per write)
         acc = getattr(s, "acc", None)
         if acc is None or acc.shape[0] < n_docs:
             acc = s.acc = np.zeros(max(n_docs, 1024), dtype=np.float32)
         q_dense = getattr(s, "q_dense", None)
-        if q_dense is None:
+        if q_dense is None or q_dense.shape[0] != self.n_terms:
             q_dense = s.q_dense = np.zeros(self.n_terms, dtype=np.float32)
         return acc, q_dense
 
@@ -218,33 +266,33 @@ class Snapshot:
     def _buffer_sparse(
         self, terms: np.ndarray, weights: np.ndarray, k: int, flt: Filter | None
     ) -> list[tuple[str, float]]:
-        table = self.buffer_table()
-        if len(table) == 0 or terms.size == 0:
-            return []
-        candidates = (
-            np.arange(len(table), dtype=np.int64)
-            if flt is None
-            else np.flatnonzero(flt.mask(table.columns))
-        )
-        if candidates.size == 0:
-            return []
-        kk = min(k, candidates.size)
-        docs = np.full(kk, -1, dtype=np.int64)
-        scores = np.zeros(kk, dtype=np.float32)
+        out: list[tuple[str, float]] = []
+        if terms.size == 0:
+            return out
         _, q_dense = self._scratch_arrays(0)
-        q_dense[terms] = weights
-        try:
-            count = kernels.allowed_forward(
-                table.indptr, table.terms, table.codes, self.codec.lut(), q_dense, candidates,
-                kk, docs, scores,
-            )  # fmt: skip
-        finally:
-            q_dense[terms] = 0.0
         scale = np.float32(self.codec.score_scale)
-        return [
-            (table.ids[d], float(s * scale))
-            for d, s in zip(docs[:count].tolist(), scores[:count].tolist(), strict=True)
-        ]
+        lut = self.codec.lut()
+        for part in self.buffer_parts():
+            candidates = self._buffer_rows(part, flt)
+            if candidates.size == 0:
+                continue
+            table = part.table
+            kk = min(k, candidates.size)
+            docs = np.full(kk, -1, dtype=np.int64)
+            scores = np.zeros(kk, dtype=np.float32)
+            q_dense[terms] = weights
+            try:
+                count = kernels.allowed_forward(
+                    table.indptr, table.terms, table.codes, lut, q_dense, candidates, kk,
+                    docs, scores,
+                )  # fmt: skip
+            finally:
+                q_dense[terms] = 0.0
+            out.extend(
+                (table.ids[d], float(s * scale))
+                for d, s in zip(docs[:count].tolist(), scores[:count].tolist(), strict=True)
+            )
+        return out
 
     # -- dense ---------------------------------------------------------------------------------
     def search_dense(
@@ -261,9 +309,11 @@ class Snapshot:
             rows = seg.dense if positions is None else seg.dense[positions]
             ids = seg.ids if positions is None else seg.ids[positions]
             parts.extend((ids[j].decode("utf-8"), s) for j, s in _top_rows(rows, vector, k, ids))
-        table = self.buffer_table()
-        if len(table) and table.dense is not None:
-            keep = np.arange(len(table)) if flt is None else np.flatnonzero(flt.mask(table.columns))
+        for part in self.buffer_parts():
+            table = part.table
+            keep = self._buffer_rows(part, flt)
+            if keep.size == 0 or table.dense is None:
+                continue
             ids = np.array([table.ids[i].encode("utf-8") for i in keep.tolist()])
             parts.extend(
                 (ids[j].decode("utf-8"), s) for j, s in _top_rows(table.dense[keep], vector, k, ids)

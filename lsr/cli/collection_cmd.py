@@ -154,6 +154,7 @@ def add(
         if rows:
             write()
         bar.close()
+        collection.merge()  # what the tiered policy asks for after the flushes of this file
         elapsed = time.perf_counter() - started
         after = len(collection)
         info = collection.info()

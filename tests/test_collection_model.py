@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from lsr.collection.collection import Collection
+from lsr.collection.snapshot import WriteBuffer
 from lsr.vocab import Vocabulary
 
 N_TERMS = 12
@@ -181,9 +183,19 @@ class CollectionMachine(RuleBasedStateMachine):
 
 
 class BigBufferMachine(CollectionMachine):
-    """Nothing flushes by itself: the write buffer's base + delta views carry the state."""
+    """Nothing flushes by itself: the write buffer's base + delta views carry the state, and
+    bases of a few documents already get postings (scored term-at-a-time)."""
 
     flush_docs = 10**6
+
+    def __init__(self) -> None:
+        self.saved = WriteBuffer.POSTINGS_FROM
+        WriteBuffer.POSTINGS_FROM = 3
+        super().__init__()
+
+    def teardown(self) -> None:
+        WriteBuffer.POSTINGS_FROM = self.saved
+        super().teardown()
 
 
 SETTINGS = settings(
@@ -219,9 +231,13 @@ def test_scores_are_the_same_in_every_part(tmp_path: Path) -> None:
     assert in_buffer == segment[0] == segment[1] == merged
 
 
-def test_write_search_interleaved_through_base_and_delta(tmp_path: Path) -> None:
+@pytest.mark.parametrize("postings_from", [10**6, 16])
+def test_write_search_interleaved_through_base_and_delta(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postings_from: int
+) -> None:
     """Hundreds of single writes in the buffer, each followed by a search: the view is a base
     table plus a delta (replaced and deleted base rows masked), rebuilt now and then."""
+    monkeypatch.setattr(WriteBuffer, "POSTINGS_FROM", postings_from)
     rng = np.random.default_rng(11)
     model: dict[str, dict[str, float]] = {}
     with Collection.create(tmp_path / "c", vocab=VOCAB, flush_docs=10**6) as c:

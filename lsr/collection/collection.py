@@ -163,6 +163,7 @@ class Collection:
         self.info_json = json.loads(info_path.read_text(encoding="utf-8"))
         self.config = CollectionConfig.model_validate(self.info_json["config"])
         self.codec = self.config.codec
+        self._lut = self.codec.lut()
         self.vocab = Vocabulary.load(self.path / "vocab.json")
         if self.vocab.sha256 != self.info_json["vocab"]["sha256"]:
             raise IndexFormatError(f"{self.path}: vocab.json does not match collection.json")
@@ -181,7 +182,9 @@ class Collection:
         for entry in manifest["segments"]:
             name = entry["name"]
             try:
-                segment = Segment.open(self._segment_path(name), name, self._schema, verify=verify)
+                segment = Segment.open(
+                    self._segment_path(name), name, self._schema, verify=verify, vocab=self.vocab
+                )
             except IndexFormatError as exc:
                 raise IndexFormatError(f"segment {name} is damaged: {exc}") from None
             self._segments.append(segment)
@@ -193,7 +196,9 @@ class Collection:
         self._remove_unreferenced(manifest)
         self._fresh: set[str] = set()  # masks copied since the last publish (safe to mutate)
         self._changed: set[str] = set()  # masks changed since the last manifest
-        self._buffer = WriteBuffer(self.codec.dtype, self.config.dense_dim)
+        self._buffer = WriteBuffer(
+            self.codec.dtype, self.config.dense_dim, len(self.vocab), self.config.block_size
+        )
         self._buffer_live: dict[str, bool] = {}
         self._append_lock = threading.Lock()
         self._apply_lock = threading.RLock()
@@ -260,6 +265,7 @@ class Collection:
             len(self._buffer.entries),
             self._schema,
             self.codec,
+            self._lut,
             len(self.vocab),
         )
         self._fresh.clear()
@@ -435,7 +441,9 @@ class Collection:
             self._n_live[name] = segment.num_docs
             self._tombstones[name] = None
         self._write_generation(flushed_seq=self._applied_seq)
-        self._buffer = WriteBuffer(self.codec.dtype, self.config.dense_dim)
+        self._buffer = WriteBuffer(
+            self.codec.dtype, self.config.dense_dim, len(self.vocab), self.config.block_size
+        )
         self._buffer_live = {}
         self._publish()
         self.store.checkpoint()

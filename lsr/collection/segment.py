@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lsr.collection.schema import Columns, Schema
+from lsr.collection.scoring import Scorable
 from lsr.collection.table import DocTable
 from lsr.index.builder import BuildConfig, build
 from lsr.index.quantization import Codec
@@ -37,7 +38,14 @@ class Segment:
         self.fwd_codes = index.array("fwd_codes")
         self.dense = index.array("dense") if "dense" in index.manifest["arrays"] else None
         self.num_docs = index.num_docs
-        self.avg_length = float(self.fwd_ptr[-1]) / max(1, self.num_docs)
+        self.scorable = Scorable(
+            index.kernel_arrays,
+            self.fwd_ptr,
+            self.fwd_terms,
+            self.fwd_codes,
+            self.num_docs,
+            float(self.fwd_ptr[-1]) / max(1, self.num_docs),
+        )
 
     @classmethod
     def write(
@@ -73,12 +81,14 @@ class Segment:
             extra_arrays=extra,
             extra_manifest={"segment": {"name": name, "columns": description}},
         )
-        return cls.open(path, name, schema, verify=False)
+        return cls.open(path, name, schema, verify=False, vocab=vocab)
 
     @classmethod
-    def open(cls, path: Path, name: str, schema: Schema, *, verify: bool) -> Segment:
+    def open(
+        cls, path: Path, name: str, schema: Schema, *, verify: bool, vocab: Vocabulary | None = None
+    ) -> Segment:
         """Open a segment; ``verify`` checks every file's SHA-256 (IndexFormatError if damaged)."""
-        index = SparseIndex.open(path, verify=verify)
+        index = SparseIndex.open(path, verify=verify, vocab=vocab)
         arrays = {n: index.array(n) for n in index.manifest["arrays"] if n.startswith("meta.")}
         description = index.manifest["segment"]["columns"]
         columns = Columns.from_arrays(description, arrays, index.num_docs, schema)

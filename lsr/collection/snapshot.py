@@ -12,7 +12,6 @@ order (query terms by ascending term id), so a document scores the same wherever
 from __future__ import annotations
 
 import heapq
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -21,13 +20,11 @@ import numpy as np
 
 from lsr.collection.filters import Filter
 from lsr.collection.schema import Schema
+from lsr.collection.scoring import PLANS, Scorable, top_k
 from lsr.collection.segment import Segment
 from lsr.collection.table import DocTable
-from lsr.index import kernels
+from lsr.index.builder import in_memory_postings
 from lsr.index.quantization import Codec
-
-PLANS = ("auto", "taat", "forward")
-_SCRATCH = threading.local()
 
 
 class BufferedDoc(NamedTuple):
@@ -44,6 +41,7 @@ class BufferPart(NamedTuple):
 
     table: DocTable
     alive: np.ndarray | None  # uint8 per row (1 = live); None: every row is live
+    scorable: Scorable
 
     def live_rows(self) -> np.ndarray:
         n = len(self.table)
@@ -60,11 +58,17 @@ class WriteBuffer:
     write followed by a search costs time in the size of the delta, not of the buffer.
     """
 
-    def __init__(self, code_dtype: np.dtype, dense_dim: int | None) -> None:
+    POSTINGS_FROM = 256  # a base table this large gets postings (term-at-a-time beats forward)
+
+    def __init__(
+        self, code_dtype: np.dtype, dense_dim: int | None, n_terms: int, block_size: int
+    ) -> None:
         self.entries: list[tuple[str, BufferedDoc | None]] = []
         self.code_dtype = code_dtype
         self.dense_dim = dense_dim
-        self._base: tuple[int, DocTable, dict[str, int]] | None = None
+        self.n_terms = n_terms
+        self.block_size = block_size
+        self._base: tuple[int, DocTable, Scorable, dict[str, int]] | None = None
         self._parts: tuple[int, tuple[BufferPart, ...]] | None = None
 
     def _table(self, entries: list[tuple[str, BufferedDoc | None]], schema: Schema) -> DocTable:
@@ -81,6 +85,15 @@ class WriteBuffer:
             self.code_dtype,
         )
 
+    def _scorable(self, table: DocTable, *, postings: bool) -> Scorable:
+        ix = None
+        if postings and len(table):
+            ix = in_memory_postings(
+                table.indptr, table.terms, table.codes, self.n_terms, self.block_size
+            )
+        avg = float(table.indptr[-1]) / max(1, len(table))
+        return Scorable(ix, table.indptr, table.terms, table.codes, len(table), avg)
+
     def table(self, n: int, schema: Schema) -> DocTable:
         """All live documents among the first ``n`` entries, as one table (for a flush)."""
         return self._table(self.entries[:n], schema)
@@ -93,17 +106,22 @@ class WriteBuffer:
         base = self._base
         if base is None or base[0] > n or n - base[0] > max(64, len(base[1]) // 4):
             table = self._table(self.entries[:n], schema)
-            self._base = (n, table, {doc_id: row for row, doc_id in enumerate(table.ids)})
-            parts: tuple[BufferPart, ...] = (BufferPart(table, None),)
+            scorable = self._scorable(table, postings=len(table) >= self.POSTINGS_FROM)
+            self._base = (n, table, scorable, {i: row for row, i in enumerate(table.ids)})
+            parts: tuple[BufferPart, ...] = (BufferPart(table, None, scorable),)
         else:
-            m, table, row_of = base
+            m, table, scorable, row_of = base
             delta = self.entries[m:n]
             killed = [row_of[i] for i in {doc_id for doc_id, _ in delta} if i in row_of]
             alive = None
             if killed:
                 alive = np.ones(len(table), dtype=np.uint8)
                 alive[killed] = 0
-            parts = (BufferPart(table, alive), BufferPart(self._table(delta, schema), None))
+            fresh = self._table(delta, schema)
+            parts = (
+                BufferPart(table, alive, scorable),
+                BufferPart(fresh, None, self._scorable(fresh, postings=False)),
+            )
         self._parts = (n, parts)
         return parts
 
@@ -124,6 +142,7 @@ class Snapshot:
     n_entries: int
     schema: Schema
     codec: Codec
+    lut: np.ndarray | None  # the codec's table, computed once per collection
     n_terms: int
 
     def buffer_parts(self) -> tuple[BufferPart, ...]:
@@ -142,10 +161,16 @@ class Snapshot:
 
     def _buffer_rows(self, part: BufferPart, flt: Filter | None) -> np.ndarray:
         """Rows of a buffer part that are live and match ``flt`` (int64, ascending)."""
-        rows = part.live_rows()
-        if flt is not None and rows.size:
-            rows = rows[flt.mask(part.table.columns)[rows]]
-        return rows
+        allowed = self._buffer_allowed(part, flt)
+        return part.live_rows() if allowed is None else np.flatnonzero(allowed)
+
+    @staticmethod
+    def _buffer_allowed(part: BufferPart, flt: Filter | None) -> np.ndarray | None:
+        """uint8 allowed-rows mask of a buffer part (None: every row)."""
+        if flt is None:
+            return part.alive
+        mask = flt.mask(part.table.columns).view(np.uint8)
+        return mask if part.alive is None else mask & part.alive
 
     # -- masks --------------------------------------------------------------------------------
     def _allowed(self, view: SegmentView, flt: Filter | None) -> np.ndarray | None:
@@ -191,17 +216,6 @@ class Snapshot:
         return total + sum(self._buffer_rows(p, flt).size for p in self.buffer_parts())
 
     # -- sparse --------------------------------------------------------------------------------
-    def _scratch_arrays(self, n_docs: int) -> tuple[np.ndarray, np.ndarray]:
-        """This thread's zeroed accumulator (>= n_docs) and zeroed dense query vector."""
-        s = _SCRATCH  # per thread, shared by all snapshots (a new one is published per write)
-        acc = getattr(s, "acc", None)
-        if acc is None or acc.shape[0] < n_docs:
-            acc = s.acc = np.zeros(max(n_docs, 1024), dtype=np.float32)
-        q_dense = getattr(s, "q_dense", None)
-        if q_dense is None or q_dense.shape[0] != self.n_terms:
-            q_dense = s.q_dense = np.zeros(self.n_terms, dtype=np.float32)
-        return acc, q_dense
-
     def search_sparse(
         self,
         terms: np.ndarray,
@@ -214,85 +228,29 @@ class Snapshot:
         """Exact top k as (id, score); ``terms`` int32 ascending, ``weights`` float32 > 0."""
         if plan not in PLANS:
             raise ValueError(f"plan must be one of {PLANS}")
-        parts: list[tuple[str, float]] = []
-        lut = None
+        hits: list[tuple[str, float]] = []
         scale = np.float32(self.codec.score_scale)
         for view in self.segments:
-            seg = view.segment
             allowed = self._allowed(view, flt)
-            n_allowed = seg.num_docs if allowed is None else int(np.count_nonzero(allowed))
-            if n_allowed == 0 or terms.size == 0:
-                continue
-            lut = seg.index.lut
-            kk = min(k, n_allowed)
-            docs = np.full(kk, -1, dtype=np.int64)
-            scores = np.zeros(kk, dtype=np.float32)
-            chosen = plan
-            if plan == "auto":
-                taat = kernels.postings_of(terms, seg.index.kernel_arrays.term_post_ptr)
-                taat += seg.num_docs // 4  # the accumulator scan
-                chosen = "forward" if n_allowed * (seg.avg_length + 4) < taat else "taat"
-            acc, q_dense = self._scratch_arrays(seg.num_docs)
-            if chosen == "forward":
-                candidates = (
-                    np.arange(seg.num_docs, dtype=np.int64)
-                    if allowed is None
-                    else np.flatnonzero(allowed)
-                )
-                q_dense[terms] = weights
-                try:
-                    count = kernels.allowed_forward(
-                        seg.fwd_ptr, seg.fwd_terms, seg.fwd_codes, lut, q_dense, candidates,
-                        kk, docs, scores,
-                    )  # fmt: skip
-                finally:
-                    q_dense[terms] = 0.0
-            elif allowed is None:
-                ix = seg.index.kernel_arrays
-                count = kernels.exhaustive_one(terms, weights, kk, ix, lut, acc, docs, scores)
-            else:
-                ix = seg.index.kernel_arrays
-                count = kernels.allowed_taat(
-                    terms, weights, kk, ix, lut, allowed, acc, docs, scores
-                )
-            ids = seg.ids[docs[:count]]
-            parts.extend(
-                (b.decode("utf-8"), float(s * scale))
-                for b, s in zip(ids.tolist(), scores[:count].tolist(), strict=True)
+            docs, scores = top_k(
+                view.segment.scorable, self.lut, self.n_terms, allowed, terms, weights, k, plan
             )
-        parts.extend(self._buffer_sparse(terms, weights, k, flt))
-        return _best(parts, k)
-
-    def _buffer_sparse(
-        self, terms: np.ndarray, weights: np.ndarray, k: int, flt: Filter | None
-    ) -> list[tuple[str, float]]:
-        out: list[tuple[str, float]] = []
-        if terms.size == 0:
-            return out
-        _, q_dense = self._scratch_arrays(0)
-        scale = np.float32(self.codec.score_scale)
-        lut = self.codec.lut()
+            ids = view.segment.ids[docs].tolist()
+            hits.extend(
+                (b.decode("utf-8"), float(s))
+                for b, s in zip(ids, (scores * scale).tolist(), strict=True)
+            )
         for part in self.buffer_parts():
-            candidates = self._buffer_rows(part, flt)
-            if candidates.size == 0:
-                continue
-            table = part.table
-            kk = min(k, candidates.size)
-            docs = np.full(kk, -1, dtype=np.int64)
-            scores = np.zeros(kk, dtype=np.float32)
-            q_dense[terms] = weights
-            try:
-                count = kernels.allowed_forward(
-                    table.indptr, table.terms, table.codes, lut, q_dense, candidates, kk,
-                    docs, scores,
-                )  # fmt: skip
-            finally:
-                q_dense[terms] = 0.0
-            out.extend(
-                (table.ids[d], float(s * scale))
-                for d, s in zip(docs[:count].tolist(), scores[:count].tolist(), strict=True)
+            allowed = self._buffer_allowed(part, flt)
+            docs, scores = top_k(
+                part.scorable, self.lut, self.n_terms, allowed, terms, weights, k, plan
             )
-        return out
+            ids = part.table.ids
+            hits.extend(
+                (ids[d], float(s))
+                for d, s in zip(docs.tolist(), (scores * scale).tolist(), strict=True)
+            )
+        return _best(hits, k)
 
     # -- dense ---------------------------------------------------------------------------------
     def search_dense(

@@ -56,6 +56,33 @@ def _top_k_per_row(batch: SparseBatch, k: int) -> tuple[np.ndarray, np.ndarray, 
     return m.indices[kept], m.data[kept], np.minimum(lengths, k)
 
 
+def term_maxima(term_entry_ptr: np.ndarray, entry_max: np.ndarray) -> np.ndarray:
+    """Each term's largest weight code (0 for a term without postings)."""
+    term_max = np.zeros(len(term_entry_ptr) - 1, dtype=entry_max.dtype)
+    nonempty = np.diff(term_entry_ptr) > 0
+    if entry_max.size:
+        term_max[nonempty] = np.maximum.reduceat(entry_max, term_entry_ptr[:-1][nonempty])
+    return term_max
+
+
+def in_memory_postings(
+    indptr: np.ndarray, terms: np.ndarray, codes: np.ndarray, n_terms: int, block_size: int
+) -> kernels.IndexArrays:
+    """The kernels' view of a small doc-major CSR, built in memory (no files, no pruning)."""
+    n_docs = len(indptr) - 1
+    term_ptr, post_docs, post_codes = kernels.transpose_to_term_major(indptr, terms, codes, n_terms)
+    n_blocks = -(-n_docs // block_size)
+    block_dtype = np.uint16 if n_blocks <= 1 << 16 else np.int32
+    term_entry_ptr, entry_block, entry_max, entry_post_rel, post_offsets = kernels.encode_blocks(
+        term_ptr, post_docs, post_codes, block_size, block_dtype
+    )
+    return kernels.IndexArrays(
+        n_docs, n_blocks, block_size, term_entry_ptr, term_ptr,
+        term_maxima(term_entry_ptr, entry_max), entry_block, entry_max, entry_post_rel,
+        post_offsets, post_codes,
+    )  # fmt: skip
+
+
 def build(
     batches: Iterable[SparseBatch],
     path: str | Path,
@@ -156,10 +183,8 @@ def build(
     entries = kernels.encode_blocks(term_ptr, post_docs, post_codes, config.block_size, block_dtype)
     term_entry_ptr, entry_block, entry_max, entry_post_rel, post_offsets = entries
     del post_docs
-    term_max = np.zeros(n_terms, dtype=codec.dtype)  # each term's largest weight code
+    term_max = term_maxima(term_entry_ptr, entry_max)
     nonempty = np.diff(term_entry_ptr) > 0
-    if entry_max.size:
-        term_max[nonempty] = np.maximum.reduceat(entry_max, term_entry_ptr[:-1][nonempty])
     doc_id_bytes = [i.encode("utf-8") for i in ids]
     doc_ids = np.array(doc_id_bytes, dtype=f"S{max(1, max(map(len, doc_id_bytes)))}")
 

@@ -136,12 +136,16 @@ class SparseIndex:
         return cls.open(path, verify=False)
 
     @classmethod
-    def open(cls, path: str | Path, *, verify: bool = True) -> SparseIndex:
-        """Open an index (memory-mapped). ``verify`` checks every file's SHA-256 first."""
+    def open(
+        cls, path: str | Path, *, verify: bool = True, vocab: Vocabulary | None = None
+    ) -> SparseIndex:
+        """Open an index (memory-mapped). ``verify`` checks every file's SHA-256 first;
+        ``vocab``: the vocabulary already in memory, used when the index's is the same one."""
         path = Path(path)
         manifest, arrays = fmt.open_arrays(path, verify=verify)
         _check_layout(path, manifest, arrays)
-        vocab = Vocabulary.load(path / manifest["files"]["vocab"]["file"])
+        if vocab is None or vocab.sha256 != manifest["vocab"]["sha256"]:
+            vocab = Vocabulary.load(path / manifest["files"]["vocab"]["file"])
         if len(vocab) != manifest["vocab"]["size"] or vocab.sha256 != manifest["vocab"]["sha256"]:
             raise fmt.IndexFormatError(f"{path}: vocabulary does not match the manifest")
         vocab.source = manifest["vocab"]["source"]

@@ -68,7 +68,17 @@ def top_k(
 
     ``allowed``: uint8 per document (None: all); ``terms`` int32 ascending, ``weights`` > 0.
     """
-    n_allowed = part.num_docs if allowed is None else int(np.count_nonzero(allowed))
+    if allowed is None:  # the common case first: no deletes, no filter
+        if part.ix is not None and plan != "forward" and terms.size and part.num_docs:
+            kk = min(k, part.num_docs)
+            docs = np.empty(kk, dtype=np.int64)
+            scores = np.empty(kk, dtype=np.float32)
+            acc, _ = _scratch(part.num_docs, n_terms)
+            count = kernels.exhaustive_one(terms, weights, kk, part.ix, lut, acc, docs, scores)
+            return docs[:count], scores[:count]
+        n_allowed = part.num_docs
+    else:
+        n_allowed = int(np.count_nonzero(allowed))
     if n_allowed == 0 or terms.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
     if plan == "auto":

@@ -33,6 +33,8 @@ class DocStore:
         self._writer.executescript(_SCHEMA)
         self._writer.commit()
         self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -81,6 +83,8 @@ class DocStore:
         connection = getattr(self._local, "connection", None)
         if connection is None:
             connection = self._local.connection = self._connect()
+            with self._readers_lock:
+                self._readers.append(connection)
         return connection
 
     def fetch(self, ids: Sequence[str]) -> dict[str, tuple[str | None, dict[str, Any] | None]]:
@@ -102,4 +106,9 @@ class DocStore:
         return int(self._writer.execute("SELECT COUNT(*) FROM docs").fetchone()[0])
 
     def close(self) -> None:
+        """Close every connection (readers of all threads, then the writer)."""
+        with self._readers_lock:
+            for connection in self._readers:
+                connection.close()
+            self._readers.clear()
         self._writer.close()

@@ -3,6 +3,7 @@ document encoder rebuilt from what the collection recorded at creation."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,13 +30,21 @@ def dict_query(query: Mapping[str, float], vocab: Vocabulary) -> TermWeights:
     return TermWeights(np.asarray(terms, np.int64), np.asarray(weights, np.float32))
 
 
+@functools.cache
+def _unit_bounds(n_terms: int) -> np.ndarray:
+    """Term bounds of 1 (canonical_query then only checks and prunes; we sort by term id)."""
+    bounds = np.ones(n_terms, dtype=np.float32)
+    bounds.flags.writeable = False
+    return bounds
+
+
 def in_term_order(query: TermWeights, n_terms: int) -> tuple[np.ndarray, np.ndarray]:
     """The query checked (InputError), zero weights dropped, terms ascending: the order in which
     every part of a collection sums a score, so a document scores the same bits anywhere."""
     status, terms, weights = kernels.canonical_query(
         np.asarray(query.terms, dtype=np.int64),
         np.asarray(query.weights, dtype=np.float32),
-        np.ones(n_terms, dtype=np.float32),
+        _unit_bounds(n_terms),
         np.float32(0.0),
         0,
     )

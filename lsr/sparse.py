@@ -185,6 +185,26 @@ class _RowBuffer:
     def clear(self) -> None:
         self.indices, self.data, self.indptr, self.ids = array("i"), array("f"), array("q", [0]), []
 
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indptr int64, term ids int32 ascending per row, weights float32 > 0): CSR arrays
+        without building a scipy matrix."""
+        return (
+            np.frombuffer(self.indptr, dtype=np.int64).copy(),
+            np.frombuffer(self.indices, dtype=np.int32).copy(),
+            np.frombuffer(self.data, dtype=np.float32).copy(),
+        )
+
+
+def csr_from_dicts(
+    vectors: Iterable[Mapping[str, float]], vocab: Vocabulary, *, unknown: str = "error"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``{token: weight}`` rows as CSR arrays (indptr, term ids ascending, weights > 0), checked
+    as :meth:`SparseBatch.from_dicts` checks them (zero weights dropped); no scipy involved."""
+    rows = _RowBuffer(vocab, unknown=unknown)
+    for i, vector in enumerate(vectors):
+        rows.add(vector, line=i + 1)
+    return rows.arrays()
+
 
 # -- JSONL ---------------------------------------------------------------------------------------
 def iter_jsonl_batches(

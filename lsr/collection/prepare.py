@@ -15,7 +15,7 @@ from lsr.collection.config import CollectionConfig
 from lsr.collection.records import Upsert
 from lsr.collection.schema import Schema
 from lsr.errors import InputError
-from lsr.sparse import SparseBatch
+from lsr.sparse import SparseBatch, csr_from_dicts
 from lsr.vocab import Vocabulary
 
 MAX_ID_BYTES = 512
@@ -57,14 +57,22 @@ def prepare_upsert(
                 raise InputError(f"document {i}: metadata must be an object, got {meta!r}")
     meta_list = [dict(m) if m else None for m in (metadata or [None] * n)]
     schema.extend(meta_list)  # validate now; re-checked at append
-    if vectors is None:
-        if texts is None:
-            raise InputError("give vectors= or texts= for the documents")
-        batch = encode_texts(texts, ids)
-    elif isinstance(vectors, SparseBatch):
-        batch = vectors if vectors.vocab == vocab else vectors.remap(vocab)
-        if len(batch) != n:
-            raise InputError(f"{len(batch)} vectors for {n} ids")
+    if vectors is None or isinstance(vectors, SparseBatch):
+        if vectors is None:
+            if texts is None:
+                raise InputError("give vectors= or texts= for the documents")
+            batch = encode_texts(texts, ids)
+        else:
+            batch = vectors if vectors.vocab == vocab else vectors.remap(vocab)
+            if len(batch) != n:
+                raise InputError(f"{len(batch)} vectors for {n} ids")
+        matrix = sp.csr_matrix(batch.matrix, dtype=np.float32, copy=True)
+        data = matrix.data
+        if data.size and (not np.all(np.isfinite(data)) or data.min() < 0):
+            raise InputError("document weights must be finite and >= 0")
+        matrix.eliminate_zeros()
+        matrix.sort_indices()
+        indptr, terms, weights = matrix.indptr, matrix.indices, matrix.data
     else:
         vectors = list(vectors)
         if len(vectors) != n:
@@ -72,25 +80,20 @@ def prepare_upsert(
         for i, v in enumerate(vectors):
             if not isinstance(v, Mapping):
                 raise InputError(f"document {i}: a vector is {{token: weight}}, got {v!r}")
-        batch = SparseBatch.from_dicts(vectors, ids, vocab)
-    matrix = sp.csr_matrix(batch.matrix, dtype=np.float32, copy=True)
-    if matrix.data.size and (not np.all(np.isfinite(matrix.data)) or matrix.data.min() < 0):
-        raise InputError("document weights must be finite and >= 0")
-    matrix.eliminate_zeros()
-    matrix.sort_indices()
-    if config.codec.kind == "uint8" and matrix.data.size:
+        indptr, terms, weights = csr_from_dicts(vectors, vocab)  # checked, sorted, no zeros
+    if config.codec.kind == "uint8" and weights.size:
         assert config.max_weight is not None
-        top = float(matrix.data.max())
+        top = float(weights.max())
         if top > config.max_weight * (1 + 1 / 510):
             raise InputError(
                 f"weight {top:g} exceeds this collection's max_weight {config.max_weight:g} (uint8)"
             )
-    codes = config.codec.encode(matrix.data)
+    codes = config.codec.encode(weights)
     dense_rows = _dense_rows(dense, texts, n, config.dense_dim, encode_dense)
     return Upsert(
         list(ids),
-        matrix.indptr.astype(np.int64),
-        matrix.indices.astype(np.int32),
+        np.asarray(indptr, dtype=np.int64),
+        np.asarray(terms, dtype=np.int32),
         codes,
         dense_rows,
         meta_list,

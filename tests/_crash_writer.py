@@ -18,6 +18,8 @@ import random
 import sys
 from typing import Any
 
+from collection_oracle import oracle_matches
+
 N_TERMS = 8
 TERMS = [f"t{i}" for i in range(N_TERMS)]
 IDS = [f"d{i:02d}" for i in range(14)] + ["é", "a b"]
@@ -74,17 +76,6 @@ def apply_op(collection: Any, op: dict[str, Any]) -> int | None:
     return None
 
 
-def matches(flt: dict[str, Any], meta: dict[str, Any] | None) -> bool:
-    """The few filters random_op and the searches use, evaluated the plain way."""
-    ((field, cond),) = flt.items()
-    value = None if meta is None else meta.get(field)
-    if value is None:
-        return False
-    if isinstance(cond, dict):
-        return value >= cond["gte"]
-    return value == cond and type(value) is type(cond)
-
-
 def apply_model(model: Model, op: dict[str, Any]) -> int | None:
     """Apply ``op`` to the plain model in place; the count the collection must report."""
     kind = op["op"]
@@ -96,7 +87,9 @@ def apply_model(model: Model, op: dict[str, Any]) -> int | None:
         ids = list(dict.fromkeys(op["ids"]))
         return sum(model.pop(doc_id, None) is not None for doc_id in ids)
     if kind == "delete_by_filter":
-        doomed = [doc_id for doc_id, (_, meta) in model.items() if matches(op["filter"], meta)]
+        doomed = [
+            doc_id for doc_id, (_, meta) in model.items() if oracle_matches(op["filter"], meta)
+        ]
         for doc_id in doomed:
             del model[doc_id]
         return len(doomed)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from collection_oracle import brute_force, oracle_matches
 
 from lsr.collection.collection import Collection, Match
 from lsr.collection.merge_policy import pick_merge
@@ -55,45 +56,6 @@ JOIN_TIMEOUT = 300.0  # only so that a deadlock fails the test instead of hangin
 Vector = dict[str, float]
 Meta = dict[str, Any] | None
 State = dict[str, tuple[Vector, Meta]]
-
-
-def matches(flt: dict[str, Any], meta: Meta) -> bool:
-    """The filter language, evaluated the plain way (as in test_collection_model)."""
-    meta = meta or {}
-    if "and" in flt:
-        return all(matches(f, meta) for f in flt["and"])
-    if "or" in flt:
-        return any(matches(f, meta) for f in flt["or"])
-    if "not" in flt:
-        return not matches(flt["not"], meta)
-    ((field, cond),) = flt.items()
-    value = meta.get(field)
-    if not isinstance(cond, dict):
-        return value is not None and value == cond and type(value) is type(cond)
-    if "exists" in cond:
-        return (value is not None) == cond["exists"]
-    if value is None:
-        return False
-    if "in" in cond:
-        return value in cond["in"]
-    if "ne" in cond:
-        return value != cond["ne"]
-    ops = {"gt": value.__gt__, "gte": value.__ge__, "lt": value.__lt__, "lte": value.__le__}
-    return all(ops[op](bound) for op, bound in cond.items())
-
-
-def brute_force(
-    state: State, query: Vector, k: int, flt: dict[str, Any] | None
-) -> list[tuple[str, float]]:
-    """Top k by score (positive only), ties by smaller id, over documents matching ``flt``."""
-    scored = []
-    for doc_id, (vector, meta) in state.items():
-        if flt is not None and not matches(flt, meta):
-            continue
-        score = sum(w * vector.get(t, 0.0) for t, w in query.items())
-        if score > 0:
-            scored.append((-score, doc_id))
-    return [(doc_id, -neg) for neg, doc_id in sorted(scored)[:k]]
 
 
 def grid_weight(rng: random.Random) -> float:
@@ -278,7 +240,7 @@ def replay_model(rec: Recorder) -> list[State]:
             for doc_id in existed:
                 del state[doc_id]
         else:  # delete by filter: every document matching it just before its seq
-            doomed = [i for i, (_, meta) in state.items() if matches(data, meta)]
+            doomed = [i for i, (_, meta) in state.items() if oracle_matches(data, meta)]
             assert count == len(doomed), (seq, data, count, doomed)
             for doc_id in doomed:
                 del state[doc_id]
@@ -296,7 +258,7 @@ def check_searches(rec: Recorder, states: list[State]) -> None:
         )
     for s0, s1, flt, n in rec.counts:
         expected = {
-            sum(1 for _, m in states[s].values() if flt is None or matches(flt, m))
+            sum(1 for _, m in states[s].values() if flt is None or oracle_matches(flt, m))
             for s in range(s0, s1 + 1)
         }
         assert n in expected, (flt, s0, s1, n, expected)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from collection_oracle import brute_force, oracle_matches
 
 from lsr.collection.collection import Collection
 from lsr.errors import IndexFormatError
@@ -38,7 +39,6 @@ from tests._crash_writer import (
     Model,
     apply_model,
     apply_op,
-    matches,
     random_op,
     read_state,
 )
@@ -252,19 +252,12 @@ def check_searches(collection: Collection, model: Model, rng: random.Random) -> 
         query = {t: rng.randint(1, 8) / 4 for t in rng.sample(TERMS, rng.randint(2, 4))}
         k = rng.choice([2, 5, 50])
         flt = rng.choice([None, {"n": {"gte": 2}}, {"tag": "a"}, {"n": 1}])
-        scored = []
-        for doc_id, (vector, meta) in model.items():
-            if flt is not None and not matches(flt, meta):
-                continue
-            score = sum(w * vector.get(t, 0.0) for t, w in query.items())
-            if score > 0:
-                scored.append((-score, doc_id))
-        expected = [(doc_id, -neg) for neg, doc_id in sorted(scored)[:k]]
+        expected = brute_force(model, query, k, flt)
         for plan in ("auto", "taat", "forward"):
             hits = collection.search(query, k, filter=flt, plan=plan)
             assert [(h.doc_id, h.score) for h in hits] == expected, (query, flt, plan)
         if flt is not None:
-            assert collection.count(flt) == sum(matches(flt, m) for _, m in model.values())
+            assert collection.count(flt) == sum(oracle_matches(flt, m) for _, m in model.values())
 
 
 def check_no_leftovers(path: Path) -> None:

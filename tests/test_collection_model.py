@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from collection_oracle import brute_force, oracle_matches
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -59,30 +60,6 @@ filters = st.recursive(
     ),
     max_leaves=4,
 )
-
-
-def oracle_matches(flt: dict[str, Any], meta: dict[str, Any]) -> bool:
-    """The filter language, evaluated the plain way (independent of lsr.collection.filters)."""
-    if "and" in flt:
-        return all(oracle_matches(f, meta) for f in flt["and"])
-    if "or" in flt:
-        return any(oracle_matches(f, meta) for f in flt["or"])
-    if "not" in flt:
-        return not oracle_matches(flt["not"], meta)
-    ((field, cond),) = flt.items()
-    value = meta.get(field)
-    if not isinstance(cond, dict):
-        return value is not None and value == cond and type(value) is type(cond)
-    if "exists" in cond:
-        return (value is not None) == cond["exists"]
-    if value is None:
-        return False
-    if "in" in cond:
-        return value in cond["in"]
-    if "ne" in cond:
-        return value != cond["ne"]
-    ops = {"gt": value.__gt__, "gte": value.__ge__, "lt": value.__lt__, "lte": value.__le__}
-    return all(ops[op](bound) for op, bound in cond.items())
 
 
 class CollectionMachine(RuleBasedStateMachine):
@@ -166,14 +143,7 @@ class CollectionMachine(RuleBasedStateMachine):
     def search_equals_brute_force(
         self, query: dict[str, float], k: int, flt: dict[str, Any] | None
     ) -> None:
-        scored = []
-        for doc_id, (vector, meta) in self.model.items():
-            if flt is not None and not oracle_matches(flt, meta):
-                continue
-            score = sum(w * vector.get(t, 0.0) for t, w in query.items())
-            if score > 0:
-                scored.append((-score, doc_id))
-        expected = [(doc_id, -neg) for neg, doc_id in sorted(scored)[:k]]
+        expected = brute_force(self.model, query, k, flt)
         for plan in ("auto", "taat", "forward"):
             hits = self.collection.search(query, k, filter=flt, plan=plan)
             assert [(h.doc_id, h.score) for h in hits] == expected, plan

@@ -426,15 +426,7 @@ class Collection:
             return False
         if len(table):
             name = self._new_segment_name()
-            segment = Segment.write(
-                self._segment_path(name),
-                name,
-                table,
-                vocab=self.vocab,
-                codec=self.codec,
-                block_size=self.config.block_size,
-                schema=self._schema,
-            )
+            segment = self._write_segment(name, table, self._schema)
             crash_point("flush.segment_written")
             self._segments.append(segment)
             self._live[name] = None
@@ -451,6 +443,17 @@ class Collection:
         self._wal.drop_through(self._flushed_seq)
         self._merge_wanted.set()
         return True
+
+    def _write_segment(self, name: str, table: DocTable, schema: Schema) -> Segment:
+        return Segment.write(
+            self._segment_path(name),
+            name,
+            table,
+            vocab=self.vocab,
+            codec=self.codec,
+            block_size=self.config.block_size,
+            schema=schema,
+        )
 
     def _new_segment_name(self) -> str:
         name = f"seg-{self._next_segment:06d}"
@@ -534,15 +537,7 @@ class Collection:
             table = DocTable.merge(tables, schema)
             merged = None
             if len(table):
-                merged = Segment.write(
-                    self._segment_path(name),
-                    name,
-                    table,
-                    vocab=self.vocab,
-                    codec=self.codec,
-                    block_size=self.config.block_size,
-                    schema=schema,
-                )
+                merged = self._write_segment(name, table, schema)
             crash_point("merge.segment_written")
             with self._apply_lock:
                 if merged is not None:

@@ -24,3 +24,12 @@ $lsr search indexes/scifact "Does vitamin D lower the risk of cancer?" -k 5
 $lsr search indexes/scifact-if "Does vitamin D lower the risk of cancer?" -k 5
 echo "quality on the SciFact test split (pytrec_eval):"
 $lsr eval runs runs/scifact-siamese.trec runs/scifact-if.trec --qrels "$data" --split test
+echo "the service: a live collection over HTTP (lsr serve; scripts/demo_service.py sends what curl would)"
+port="${LSR_DEMO_PORT:-8765}"
+rm -rf data/demo
+LSR_DATA_DIR=data/demo $lsr serve --port "$port" > runs/serve.log 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+.venv/bin/python scripts/demo_service.py "http://127.0.0.1:$port" "$model" "$data" 500
+kill "$server"; wait "$server" 2>/dev/null || true
+trap - EXIT

@@ -1,0 +1,1 @@
+"""The lsr HTTP service: FastAPI over live collections (``service.app``, ``lsr serve``)."""

@@ -102,7 +102,7 @@ def test_other_format_versions_are_refused(small):
     _, index = small
     manifest = json.loads((index.path / "manifest.json").read_text())
     manifest["format_version"] = 99
-    manifest["manifest_sha256"] = fmt._manifest_digest(manifest)
+    manifest["manifest_sha256"] = fmt.manifest_digest(manifest)
     (index.path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IndexFormatError, match="version 99 is not supported"):
         SparseIndex.open(index.path)
@@ -343,7 +343,7 @@ def test_arrays_that_do_not_fit_together_are_refused(small):
         bytes=(index.path / "term_max.npy").stat().st_size,
         sha256=sha256_file(index.path / "term_max.npy"),
     )
-    manifest["manifest_sha256"] = fmt._manifest_digest(manifest)
+    manifest["manifest_sha256"] = fmt.manifest_digest(manifest)
     (index.path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IndexFormatError, match="'term_max' is float64"):
         SparseIndex.open(index.path)

@@ -41,7 +41,7 @@ from lsr.collection.prepare import check_ids, prepare_upsert
 from lsr.collection.queries import dict_query, in_term_order, load_document_encoder
 from lsr.collection.records import Delete, Upsert
 from lsr.collection.schema import Schema
-from lsr.collection.segment import Segment
+from lsr.collection.segment import Segment, id_keys
 from lsr.collection.snapshot import BufferedDoc, SegmentView, Snapshot, WriteBuffer
 from lsr.collection.store import DocStore
 from lsr.collection.table import DocTable
@@ -291,14 +291,20 @@ class Collection:
             self._n_live[name] -= died
         return died
 
-    def _delete_everywhere(self, ids: Sequence[str]) -> int:
-        """Delete the live version of each id (segments and buffer); returns how many existed."""
-        deleted = 0
+    def _kill_in_segments(self, ids: Sequence[str]) -> int:
+        """Mark the live versions of ``ids`` in the segments deleted; returns how many died."""
+        keys = id_keys(ids)
+        died = 0
         for segment in self._segments:
-            positions = segment.positions(ids)
+            positions = segment.positions(keys)
             positions = positions[positions >= 0]
             if positions.size:
-                deleted += self._kill(segment, positions)
+                died += self._kill(segment, positions)
+        return died
+
+    def _delete_everywhere(self, ids: Sequence[str]) -> int:
+        """Delete the live version of each id (segments and buffer); returns how many existed."""
+        deleted = self._kill_in_segments(ids)
         for doc_id in ids:
             if self._buffer_live.pop(doc_id, False):
                 self._buffer.entries.append((doc_id, None))
@@ -311,12 +317,7 @@ class Collection:
             self._results[seq] = self._delete_everywhere(op.ids)
             return
         self._schema = self._schema.extend(op.metadata)
-        replaced = 0
-        for segment in self._segments:
-            positions = segment.positions(op.ids)
-            positions = positions[positions >= 0]
-            if positions.size:
-                replaced += self._kill(segment, positions)
+        self._kill_in_segments(op.ids)  # replaced versions
         for i, doc_id in enumerate(op.ids):
             terms, codes = op.row(i)
             dense = None if op.dense is None else op.dense[i]
@@ -554,7 +555,7 @@ class Collection:
                         gone = kept[now[kept] == 0]
                         if gone.size:
                             ids = [b.decode("utf-8") for b in s.ids[gone].tolist()]
-                            live[merged.positions(ids)] = 0
+                            live[merged.positions(id_keys(ids))] = 0
                     dead = int(merged.num_docs - live.sum())
                     self._live[name] = live if dead else None
                     self._n_live[name] = merged.num_docs - dead

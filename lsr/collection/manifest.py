@@ -8,7 +8,6 @@ temporary file, fsynced and renamed over the old one; files it no longer names a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import uuid
@@ -19,6 +18,7 @@ import numpy as np
 
 from lsr.collection.failpoints import crash_point
 from lsr.errors import IndexFormatError
+from lsr.index.format import manifest_digest
 from lsr.io import atomic_write, fsync_path, sha256_file
 
 FORMAT = "lsr-collection"
@@ -28,15 +28,10 @@ SEGMENTS = "segments"
 TOMBSTONES = "tombstones"
 
 
-def _digest(body: dict[str, Any]) -> str:
-    data = {k: v for k, v in body.items() if k != "manifest_sha256"}
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
-
 def write_manifest(directory: Path, body: dict[str, Any]) -> dict[str, Any]:
     """Publish ``body`` as the current generation (atomic, durable)."""
     body = dict(body, format=FORMAT, format_version=VERSION)
-    body["manifest_sha256"] = _digest(body)
+    body["manifest_sha256"] = manifest_digest(body)
     text = json.dumps(body, indent=1, sort_keys=True)
     tmp = directory / f".{MANIFEST}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
@@ -61,7 +56,7 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         raise IndexFormatError(f"{path}: manifest is corrupted ({exc})") from None
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         raise IndexFormatError(f"{path}: not an lsr collection manifest")
-    if body.get("manifest_sha256") != _digest(body):
+    if body.get("manifest_sha256") != manifest_digest(body):
         raise IndexFormatError(f"{path}: manifest checksum mismatch (modified or corrupted)")
     if body.get("format_version") != VERSION:
         raise IndexFormatError(f"{path}: collection format {body.get('format_version')} unknown")

@@ -133,8 +133,10 @@ def check_ids(ids: Any, *, unique: bool) -> list[str]:
             raise InputError(f"id {i} must be a non-empty string, got {doc_id!r}")
         if len(doc_id.encode("utf-8")) > MAX_ID_BYTES:
             raise InputError(f"id {i} is longer than {MAX_ID_BYTES} bytes")
-    if unique and len(set(out)) != len(out):
+    if unique:
         seen: set[str] = set()
-        dup = next(i for i in out if i in seen or seen.add(i))  # type: ignore[func-returns-value]
-        raise InputError(f"id {dup!r} appears twice in one write")
+        for doc_id in out:
+            if doc_id in seen:
+                raise InputError(f"id {doc_id!r} appears twice in one write")
+            seen.add(doc_id)
     return out

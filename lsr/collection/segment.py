@@ -25,6 +25,11 @@ from lsr.sparse import SparseBatch
 from lsr.vocab import Vocabulary
 
 
+def id_keys(ids: Sequence[str]) -> np.ndarray:
+    """Ids as the byte strings segments store and search (encode once, look up anywhere)."""
+    return np.array([i.encode("utf-8") for i in ids], dtype=bytes)
+
+
 class Segment:
     """An opened segment: its index, forward rows, metadata columns and dense rows."""
 
@@ -94,14 +99,13 @@ class Segment:
         columns = Columns.from_arrays(description, arrays, index.num_docs, schema)
         return cls(name, index, columns)
 
-    def positions(self, ids: Sequence[str]) -> np.ndarray:
-        """Each id's position here, or -1 (int64)."""
-        if not ids:
+    def positions(self, keys: np.ndarray) -> np.ndarray:
+        """Each id's position here, or -1 (int64); ``keys`` from :func:`id_keys`."""
+        if not keys.size:
             return np.zeros(0, np.int64)
-        keys = np.array([i.encode("utf-8") for i in ids])
         where = np.searchsorted(self.ids, keys)
         inside = where < self.num_docs
-        found = np.zeros(len(ids), dtype=bool)
+        found = np.zeros(keys.size, dtype=bool)
         found[inside] = self.ids[where[inside]] == keys[inside]
         return np.where(found, where, -1).astype(np.int64)
 

@@ -21,7 +21,7 @@ import numpy as np
 from lsr.collection.filters import Filter
 from lsr.collection.schema import Schema
 from lsr.collection.scoring import PLANS, Scorable, top_k
-from lsr.collection.segment import Segment
+from lsr.collection.segment import Segment, id_keys
 from lsr.collection.table import DocTable
 from lsr.index.builder import in_memory_postings
 from lsr.index.quantization import Codec
@@ -198,8 +198,9 @@ class Snapshot:
         for part in self.buffer_parts():
             found.update(part.table.ids[i] for i in part.live_rows().tolist())
         found &= set(ids)
+        keys = id_keys(ids)
         for view in self.segments:
-            positions = view.segment.positions(ids)
+            positions = view.segment.positions(keys)
             hit = positions >= 0
             if view.live is not None:
                 hit[hit] = view.live[positions[hit]] != 0

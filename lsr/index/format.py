@@ -40,7 +40,8 @@ def save_array(directory: Path, name: str, array: np.ndarray) -> dict[str, Any]:
     return {"file": path.name, "dtype": array.dtype.str, "shape": list(array.shape)}
 
 
-def _manifest_digest(manifest: dict[str, Any]) -> str:
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """SHA-256 of a manifest's canonical JSON without its own ``manifest_sha256``."""
     body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
@@ -185,7 +186,7 @@ def finalize_manifest(
         path = directory / entry["file"]
         entry["bytes"] = path.stat().st_size
         entry["sha256"] = sha256_file(path)
-    manifest["manifest_sha256"] = _manifest_digest(manifest)
+    manifest["manifest_sha256"] = manifest_digest(manifest)
     tmp = directory / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, directory / MANIFEST)
@@ -218,7 +219,7 @@ def read_manifest(
     if not isinstance(manifest, dict) or manifest.get("format") != format_name:
         kind = "lsr sparse index" if format_name == FORMAT_NAME else format_name
         raise IndexFormatError(f"{path}: not an {kind} manifest")
-    if manifest.get("manifest_sha256") != _manifest_digest(manifest):
+    if manifest.get("manifest_sha256") != manifest_digest(manifest):
         raise IndexFormatError(
             f"{path}: manifest checksum mismatch (the file was modified or corrupted)"
         )

@@ -164,7 +164,7 @@ def fuse_hits(sparse: list[Hit], dense: list[Hit], k: int, fusion: FusionConfig)
         hits_to_run(["q"], [dense]),
     ]
     if fusion.method == "rrf":
-        fused = rrf(runs, k=fusion.rrf_k)
+        fused = rrf(runs, k=fusion.rrf_k, weights=list(fusion.rrf_weights))
     else:
         fused = convex(*runs, alpha=fusion.alpha, norm=fusion.method)
     return [Hit(doc, float(score)) for doc, score in fused.get("q", [])[:k]]

@@ -11,6 +11,7 @@ are reported per call into a :class:`Timings` the caller owns, never accumulated
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ class FusionConfig:
     alpha: float = 0.5  # weight of the sparse run in a convex combination
     rrf_k: int = 60
     depth: int = 100  # hits taken from each run before fusing
+    rrf_weights: tuple[float, float] = (1.0, 1.0)  # (sparse, dense) in weighted RRF
 
     def __post_init__(self) -> None:
         if self.method not in FUSIONS:
@@ -48,6 +50,10 @@ class FusionConfig:
         if not 0.0 <= self.alpha <= 1.0:
             raise InputError(f"alpha must lie in [0, 1], got {self.alpha}")
         check_k(self.depth, "fusion depth")
+        weights = tuple(float(w) for w in self.rrf_weights)
+        if len(weights) != 2 or any(not math.isfinite(w) or w < 0 for w in weights):
+            raise InputError(f"rrf_weights are two finite numbers >= 0, got {self.rrf_weights}")
+        self.rrf_weights = weights  # type: ignore[assignment]
 
 
 @dataclass

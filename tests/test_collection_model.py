@@ -134,6 +134,30 @@ class CollectionMachine(RuleBasedStateMachine):
         meta = self.model[doc_id][1]
         assert (stored[1] if stored else None) == (meta or None)
 
+    @rule(data=st.data())
+    def stored_vectors(self, data: st.DataObject) -> None:
+        ids = data.draw(st.lists(st.sampled_from(IDS), max_size=4))
+        got = self.collection.vectors(ids)
+        assert sorted(got) == sorted({i for i in ids if i in self.model})
+        for doc_id, vec in got.items():
+            expected = {t: w for t, w in self.model[doc_id][0].items() if w}
+            pairs = zip(vec.terms, vec.weights, strict=True)
+            stored = {VOCAB.tokens[t]: float(w) for t, w in pairs}
+            assert stored == expected
+            assert list(vec.terms) == sorted(vec.terms)
+
+    @invariant()
+    def no_files_left_behind(self) -> None:
+        """Segments and tombstone files on disk are exactly those the state names (a merge
+        deletes its sources right away, not at the next open)."""
+        named = {v.segment.name for v in self.collection.snapshot().segments}
+        folder = self.path / "segments"
+        on_disk = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+        assert on_disk == named
+        tombs = self.path / "tombstones"
+        for entry in tombs.iterdir() if tombs.is_dir() else ():
+            assert entry.name.split(".")[0] in named, entry.name
+
     @invariant()
     def live_count(self) -> None:
         assert len(self.collection) == len(self.model)

@@ -38,11 +38,12 @@ from lsr.collection.manifest import (
 )
 from lsr.collection.merge_policy import pick_merge
 from lsr.collection.prepare import check_ids, prepare_upsert
+from lsr.collection.prf import PrfConfig, prf_search
 from lsr.collection.queries import dict_query, in_term_order, load_document_encoder
 from lsr.collection.records import Delete, Upsert
 from lsr.collection.schema import Schema
 from lsr.collection.segment import Segment, id_keys
-from lsr.collection.snapshot import BufferedDoc, SegmentView, Snapshot, WriteBuffer
+from lsr.collection.snapshot import BufferedDoc, DocVector, SegmentView, Snapshot, WriteBuffer
 from lsr.collection.store import DocStore
 from lsr.collection.table import DocTable
 from lsr.collection.wal import WriteAheadLog
@@ -461,15 +462,17 @@ class Collection:
         self._next_segment += 1
         return name
 
-    def _write_generation(self, *, flushed_seq: int) -> None:
-        """Persist changed tombstones and publish the next manifest (apply lock held)."""
+    def _write_generation(self, *, flushed_seq: int, retired: set[str] | None = None) -> None:
+        """Persist changed tombstones and publish the next manifest (apply lock held); then
+        delete the files the old manifest named and this one does not, and ``retired`` (files
+        of segments already taken out of the in-memory state, by a merge)."""
+        old_files = self._referenced_files() | (retired or set())  # before tombstones change
         for name in sorted(self._changed):
             live = self._live.get(name)
             if live is not None and name in self._tombstones:
                 self._tombstones[name] = write_tombstones(self.path, name, live)
         self._changed.clear()
         crash_point("tombstones.written")
-        old_files = self._referenced_files()
         self._generation += 1
         self._flushed_seq = flushed_seq
         write_manifest(
@@ -566,13 +569,14 @@ class Collection:
                 keep = [s for s in self._segments if s not in sources]
                 if merged is not None:
                     keep.insert(min(first, len(keep)), merged)
+                retired = self._referenced_files()  # the sources' files, gone after the manifest
                 for s in sources:
                     self._live.pop(s.name, None)
                     self._n_live.pop(s.name, None)
                     self._tombstones.pop(s.name, None)
                     self._changed.discard(s.name)
                 self._segments = keep
-                self._write_generation(flushed_seq=self._flushed_seq)
+                self._write_generation(flushed_seq=self._flushed_seq, retired=retired)
                 self._publish()
             return len(sources)
 
@@ -667,26 +671,32 @@ class Collection:
         fusion: Any = None,
         with_payload: bool = False,
         plan: str = "auto",
+        prf: PrfConfig | None = None,
     ) -> list[Hit] | list[Match]:
         """Exact top-k over the live documents matching ``filter`` (see docs/collections.md).
 
         ``mode``: "sparse", "dense" (``dense`` vector, or the query text through the dense
         model) or "hybrid" (both, fused by ``fusion``, an :class:`lsr.retrieval.FusionConfig`).
-        ``with_payload`` returns :class:`Match` with text and metadata.
+        ``with_payload`` returns :class:`Match` with text and metadata. ``prf``: pseudo-relevance
+        feedback (:class:`lsr.collection.prf.PrfConfig`), a second round from the first's top m.
         """
         k = check_k(k)
         if mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         snap = self._snapshot
         flt = None if filter is None else parse_filter(filter, snap.schema)
-        if mode == "sparse":
+        if prf is not None:
+            hits = prf_search(
+                self, query, k, prf, filter=filter, mode=mode, dense=dense, fusion=fusion, plan=plan
+            )
+        elif mode == "sparse":
             hits = self._sparse(snap, query, k, flt, plan)
         else:
             from lsr.retrieval import FusionConfig
 
             fusion = fusion or FusionConfig()
             depth = k if mode == "dense" else max(k, fusion.depth)
-            dense_hits = snap.search_dense(self._dense_query(query, dense), depth, flt)
+            dense_hits = snap.search_dense(self.dense_query(query, dense), depth, flt)
             if mode == "dense":
                 hits = dense_hits
             else:
@@ -712,7 +722,8 @@ class Collection:
         terms, weights = in_term_order(self.query_vector(query), len(self.vocab))
         return snap.search_sparse(terms, weights, k, flt, plan=plan)
 
-    def _dense_query(self, query: Any, dense: Any) -> np.ndarray:
+    def dense_query(self, query: Any, dense: Any = None) -> np.ndarray:
+        """The dense query vector: ``dense`` checked, else the text ``query`` encoded."""
         dim = self.config.dense_dim
         if dim is None:
             raise InputError("this collection has no dense vectors")
@@ -724,6 +735,10 @@ class Collection:
         if not isinstance(query, str) or "dense" not in self.info_json:
             raise InputError("a dense search needs dense= (a vector) or a text query and model")
         return np.asarray(self.dense_encoder.encode_query([query])[0], dtype=np.float32)
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, DocVector]:
+        """``{id: DocVector}`` (sparse terms and weights as stored, dense row) of the live ids."""
+        return self._snapshot.vectors(ids)
 
     def get(self, ids: Sequence[str]) -> dict[str, tuple[str | None, dict[str, Any] | None]]:
         """``{id: (text, metadata)}`` for the ids that are live documents (None: not stored)."""

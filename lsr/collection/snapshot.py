@@ -126,6 +126,14 @@ class WriteBuffer:
         return parts
 
 
+class DocVector(NamedTuple):
+    """A stored document's vectors: term ids ascending, weights as stored (decoded), dense row."""
+
+    terms: np.ndarray  # int32
+    weights: np.ndarray  # float32
+    dense: np.ndarray | None
+
+
 class SegmentView(NamedTuple):
     segment: Segment
     live: np.ndarray | None  # uint8 per position (1 = live); None: every document is live
@@ -206,6 +214,41 @@ class Snapshot:
                 hit[hit] = view.live[positions[hit]] != 0
             found.update(i for i, h in zip(ids, hit.tolist(), strict=True) if h)
         return found
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, DocVector]:
+        """The stored vectors of those of ``ids`` that are live (for feedback and explain)."""
+        wanted = list(dict.fromkeys(ids))
+        out: dict[str, DocVector] = {}
+        for part in self.buffer_parts():
+            table = part.table
+            live = part.live_rows()
+            row_of = {table.ids[r]: r for r in live.tolist()}
+            for doc_id in wanted:
+                row = row_of.get(doc_id)
+                if row is not None:
+                    lo, hi = int(table.indptr[row]), int(table.indptr[row + 1])
+                    out[doc_id] = DocVector(
+                        table.terms[lo:hi].astype(np.int32),
+                        self.codec.decode(table.codes[lo:hi]),
+                        None if table.dense is None else np.asarray(table.dense[row], np.float32),
+                    )
+        rest = [i for i in wanted if i not in out]
+        keys = id_keys(rest)
+        for view in self.segments:
+            if not rest:
+                break
+            seg = view.segment
+            positions = seg.positions(keys)
+            for doc_id, pos in zip(rest, positions.tolist(), strict=True):
+                if pos < 0 or (view.live is not None and not view.live[pos]):
+                    continue
+                lo, hi = int(seg.fwd_ptr[pos]), int(seg.fwd_ptr[pos + 1])
+                out[doc_id] = DocVector(
+                    np.asarray(seg.fwd_terms[lo:hi], dtype=np.int32),
+                    self.codec.decode(np.asarray(seg.fwd_codes[lo:hi])),
+                    None if seg.dense is None else np.asarray(seg.dense[pos], np.float32),
+                )
+        return out
 
     def count(self, flt: Filter | None) -> int:
         if flt is None:

@@ -91,16 +91,7 @@ class DocStore:
         """``{id: (text, metadata)}`` for the ids that have either."""
         if not ids:
             return {}
-        out: dict[str, tuple[str | None, dict[str, Any] | None]] = {}
-        connection = self._reader()
-        for start in range(0, len(ids), 500):
-            chunk = list(ids[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            for doc_id, text, meta in connection.execute(
-                f"SELECT id, text, metadata FROM docs WHERE id IN ({marks})", chunk
-            ):
-                out[doc_id] = (text, None if meta is None else json.loads(meta))
-        return out
+        return _fetch(self._reader(), ids)
 
     def count(self) -> int:
         return int(self._writer.execute("SELECT COUNT(*) FROM docs").fetchone()[0])
@@ -112,3 +103,59 @@ class DocStore:
                 connection.close()
             self._readers.clear()
         self._writer.close()
+
+
+Payload = tuple[str | None, dict[str, Any] | None]
+
+
+def _fetch(connection: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Payload]:
+    out: dict[str, Payload] = {}
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start : start + 500])
+        marks = ",".join("?" * len(chunk))
+        for doc_id, text, meta in connection.execute(
+            f"SELECT id, text, metadata FROM docs WHERE id IN ({marks})", chunk
+        ):
+            out[doc_id] = (text, None if meta is None else json.loads(meta))
+    return out
+
+
+class DocStoreReader:
+    """Read-only access to a store that another process may be writing; creates no file.
+
+    Each fetch uses its own short-lived connection, so the writer's last connection still
+    checkpoints and removes ``-wal``/``-shm`` when it closes. While the writer has the store
+    open (its ``-wal`` and ``-shm`` exist) the connection is an ordinary ``mode=ro`` WAL reader;
+    otherwise the database file is quiescent and is read with ``immutable=1``, because a
+    ``mode=ro`` connection would create the ``-wal``/``-shm`` files (and leave them behind).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.absolute()
+        self._sidecars = (Path(f"{self.path}-wal"), Path(f"{self.path}-shm"))
+
+    def _writer_present(self) -> bool:
+        return all(p.exists() for p in self._sidecars)
+
+    def fetch(self, ids: Sequence[str]) -> dict[str, Payload]:
+        """``{id: (text, metadata)}`` for the ids that have either."""
+        if not ids or not self.path.is_file():
+            return {}
+        for _ in range(3):
+            shared = self._writer_present()
+            flag = "mode=ro" if shared else "immutable=1"
+            connection = sqlite3.connect(
+                f"{self.path.as_uri()}?{flag}", uri=True, isolation_level=None
+            )
+            try:
+                connection.execute("PRAGMA query_only=1")
+                rows = _fetch(connection, ids)
+            finally:
+                connection.close()
+            # a writer that opened during an immutable read may have checkpointed under it
+            if shared or not any(p.exists() for p in self._sidecars):
+                return rows
+        return rows
+
+    def close(self) -> None:
+        """Nothing stays open between fetches."""

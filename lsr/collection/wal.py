@@ -344,3 +344,46 @@ class WriteAheadLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def read_records(
+    path: Path, offset: int, next_seq: int
+) -> tuple[list[tuple[int, bytes]], int, str | None]:
+    """Read-only, for a follower of a live log: the complete records of ``path`` from byte
+    ``offset`` on, the first numbered ``next_seq``.
+
+    Returns the records, the offset after the last of them, and why the bytes after it (if any)
+    were not read: an incomplete record, or one failing its checksum at the end of the file (or
+    followed only by zeros), which a writer may still be appending. A damaged record followed by
+    more data, or a gap in the numbering, is an ``IndexFormatError``.
+    """
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    size = len(data)
+    out: list[tuple[int, bytes]] = []
+    pos = 0
+    while pos < size:
+        if size - pos < HEADER.size:
+            return out, offset + pos, f"incomplete header ({size - pos} of {HEADER.size} bytes)"
+        length, crc, seq = HEADER.unpack_from(data, pos)
+        end = pos + HEADER.size + length
+        if end > size:
+            return out, offset + pos, "incomplete payload"
+        payload = data[pos + HEADER.size : end]
+        if _crc(seq, payload) != crc:
+            if end == size or data[pos:] == bytes(size - pos):
+                return out, offset + pos, "checksum mismatch at the end of the file"
+            raise IndexFormatError(
+                f"{path}: corrupt write-ahead log record at byte offset {offset + pos} "
+                "(checksum mismatch), followed by more data"
+            )
+        if seq != next_seq:
+            raise IndexFormatError(
+                f"{path}: write-ahead log record at byte offset {offset + pos} has sequence "
+                f"number {seq}, expected {next_seq}"
+            )
+        out.append((seq, payload))
+        next_seq += 1
+        pos = end
+    return out, offset + size, None

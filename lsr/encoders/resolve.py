@@ -4,6 +4,7 @@ sentence-transformers directory, and the final :class:`EncoderConfig` it implies
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,14 +15,13 @@ from lsr.encoders.st_layout import SentenceTransformersLayout, read_sentence_tra
 from lsr.encoders.tokenizer import tokenizer_file
 from lsr.errors import InputError
 
+_HUB_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?")
+
 
 def looks_like_hub_id(name: str) -> bool:
-    return (
-        not name.startswith((".", "/", "~"))
-        and name.count("/") <= 1
-        and "\\" not in name
-        and all(part for part in name.split("/"))
-    )
+    """``name`` or ``owner/name`` as the hub spells repo ids (checked before anything loads)."""
+    parts = name.split("/")
+    return len(parts) <= 2 and all(_HUB_PART.fullmatch(part) for part in parts)
 
 
 def _hub_snapshot_with_modules(repo_id: str) -> Path | None:

@@ -7,9 +7,10 @@ kernels (which release the GIL) never block the event loop. Client errors are 4x
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
-import math
+import os
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -20,23 +21,36 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import lsr
-from lsr.errors import LsrError, UnknownTermError
-from lsr.retrieval import FusionConfig
+from lsr.encoders.device import usable_cpus
+from lsr.errors import LsrError
+from service.errors import ClientError
 from service.models import (
+    CollectionName,
     CreateCollection,
     DeleteRequest,
+    DocumentId,
+    EncodeRequest,
+    EncodeResponse,
     ErrorResponse,
-    Hit,
+    SearchBatchRequest,
+    SearchBatchResponse,
     SearchRequest,
     SearchResponse,
     UpsertRequest,
     WriteResponse,
 )
+from service.owner import OwnerGone, OwnerServer, forward
 from service.registry import Conflict, NotFound, Registry
+from service.search import Searcher
 from service.settings import ServiceSettings
+from service.writes import check_delete, check_upsert, parse, run_write
 
 log = logging.getLogger("lsr.service")
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -46,16 +60,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (401, "API key missing"),
         (403, "API key wrong"),
         (404, "no such collection or document"),
+        (409, "the collection exists already"),
         (413, "request body too large"),
         (422, "request body does not match the schema"),
     )
 }
-
-
-class ClientError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class Metrics:
@@ -80,21 +89,67 @@ class Metrics:
         self.segments = Gauge(
             "lsr_collection_segments", "segments", ["collection"], registry=self.registry
         )
+        self.stage = Histogram(
+            "lsr_stage_seconds", "time per search stage (encode_sparse, encode_dense, search)",
+            ["stage"], registry=self.registry,
+            buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2),
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "lsr_encode_batch_size", "texts per query-encoding batch", registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+        )  # fmt: skip
+        self.merges = Gauge(
+            "lsr_collection_generation", "segment generations written (flushes and merges)",
+            ["collection"], registry=self.registry,
+        )  # fmt: skip
+
+
+def _describe(collection: Any) -> dict[str, Any]:
+    """A collection's query mode and where its models and IDF table came from."""
+    encoder = collection.info_json.get("encoder") or {}
+    dense = collection.info_json.get("dense") or {}
+    return {
+        "query_mode": collection.query_mode,
+        "model": (encoder.get("model") or {}).get("source"),
+        "idf": encoder.get("idf"),  # inference-free: the table's source and SHA-256
+        "dense_model": dense.get("model"),
+    }
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """The service over the collections in ``settings.data_dir`` (opened at start-up)."""
     settings = settings or ServiceSettings()
-    registry = Registry(settings.data_dir, background_merge=settings.background_merge)
+    owner: list[OwnerServer] = []  # this process's socket, made when it first owns something
+
+    def owned(name: str) -> None:
+        if not owner:
+            owner.append(OwnerServer(settings.data_dir, owner_handles))
+        owner[0].claim(name)
+
+    def released(name: str) -> None:
+        if owner:
+            owner[0].release(name)
+
+    registry = Registry(
+        settings.data_dir, background_merge=settings.background_merge,
+        on_owned=owned, on_released=released,
+    )  # fmt: skip
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = (
+            settings.threads or 4 * usable_cpus()
+        )
         names = registry.open_all()
         log.info("lsr service: %d collections open in %s", len(names), settings.data_dir)
         app.state.ready = True
         yield
         registry.close()
+        if owner:
+            owner[0].close()
 
     app = FastAPI(
         title="lsr",
@@ -129,6 +184,20 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @app.exception_handler(LsrError)
     async def _input(_: Request, exc: LsrError) -> JSONResponse:
         return error(400, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        response = error(exc.status_code, str(exc.detail))
+        if exc.status_code == 405:  # every method the path has, not only one route's
+            path = request.url.path
+            routes = [r for r in app.routes
+                      if isinstance(r, APIRoute) and r.path_regex.match(path)]  # fmt: skip
+            if routes:  # the most literal template: /documents/delete before /documents/{id}
+                fewest = min(len(r.param_convertors) for r in routes)
+                methods = {m for r in routes if len(r.param_convertors) == fewest
+                           for m in r.methods}  # fmt: skip
+                response.headers["Allow"] = ", ".join(sorted(methods))
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -196,16 +265,18 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             metrics.live_docs.labels(name).set(info["live_docs"])
             metrics.log_bytes.labels(name).set(info["log_bytes"])
             metrics.segments.labels(name).set(len(info["segments"]))
+            metrics.merges.labels(name).set(info["generation"])
         return PlainTextResponse(generate_latest(metrics.registry).decode())
 
     @app.get("/info", tags=["operations"], dependencies=[Depends(reader)])
     def service_info() -> dict[str, Any]:
-        """Versions and the collections with their query modes."""
+        """Versions, the collections with their query modes, and this worker process (its pid,
+        the collections it owns; it follows the others)."""
+        names = registry.names()
         return {
             "lsr": lsr.__version__,
-            "collections": {
-                n: {"query_mode": registry.get(n).query_mode} for n in registry.names()
-            },
+            "collections": {n: _describe(registry.get(n)) for n in names},
+            "worker": {"pid": os.getpid(), "owns": [n for n in names if registry.owns(n)]},
         }
 
     # -- collections -------------------------------------------------------------------------------
@@ -215,7 +286,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     @app.put("/collections/{name}", tags=["collections"], status_code=201,
              dependencies=[Depends(writer)])  # fmt: skip
-    def create_collection(name: str, body: CreateCollection) -> dict[str, Any]:
+    def create_collection(name: CollectionName, body: CreateCollection) -> dict[str, Any]:
         """Create a collection (vectors over ``vocab``, or texts through ``model``)."""
         from lsr.vocab import Vocabulary
 
@@ -225,44 +296,72 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         return collection.info()
 
     @app.get("/collections/{name}", tags=["collections"], dependencies=[Depends(reader)])
-    def collection_info(name: str) -> dict[str, Any]:
+    def collection_info(name: CollectionName) -> dict[str, Any]:
         return registry.get(name).info()
 
     @app.delete("/collections/{name}", tags=["collections"], dependencies=[Depends(writer)])
-    def drop_collection(name: str) -> dict[str, str]:
-        registry.drop(name)
-        return {"deleted": name}
+    def drop_collection(name: CollectionName) -> dict[str, str]:
+        return write(name, "drop", name)
 
     # -- documents ---------------------------------------------------------------------------------
+    def owner_handles(name: str, op: str, raw: Any) -> tuple[int, Any]:
+        """A write forwarded by a follower (runs in the owner's socket thread)."""
+        try:
+            if not registry.owns(name):
+                return 421, {"error": f"this process does not own {name!r}"}
+            if op == "drop":
+                registry.drop(name)
+                return 200, {"deleted": name}
+            body = parse(op, raw)
+            return 200, run_write(registry.get(name), name, op, body).model_dump()
+        except ClientError as exc:
+            return exc.status, {"error": str(exc)}
+        except NotFound as exc:
+            return 404, {"error": str(exc.args[0])}
+        except (LsrError, ValidationError) as exc:
+            return 400, {"error": str(exc)}
+
+    def write(name: str, op: str, body: Any) -> Any:
+        """Apply a write here if this process owns the collection, else forward it to the owner
+        and wait until this process's follower shows it."""
+        for _ in range(5):
+            collection = registry.get(name)
+            if registry.owns(name):
+                if op == "drop":
+                    registry.drop(name)
+                    return {"deleted": name}
+                return run_write(collection, name, op, body)
+            raw = body if isinstance(body, str) else body.model_dump(mode="json", by_alias=True)
+            try:
+                status, answer = forward(settings.data_dir, name, op, raw)
+            except OwnerGone:
+                if not registry.take_over(name):
+                    time.sleep(0.05)  # another process is taking over: ask it next
+                continue
+            if status == 421:
+                time.sleep(0.05)
+                continue
+            if status == 404:
+                raise NotFound(answer["error"])
+            if status != 200:
+                raise ClientError(status, answer["error"])
+            if op == "drop":
+                return answer
+            result = WriteResponse(**answer)
+            registry.wait_for(name, result.seq)
+            return result
+        raise ClientError(503, f"no process is answering for {name!r}'s writes; try again")
+
     @app.put("/collections/{name}/documents", tags=["documents"], response_model=WriteResponse,
              dependencies=[Depends(writer)])  # fmt: skip
-    def upsert(name: str, body: UpsertRequest) -> WriteResponse:
+    def upsert(name: CollectionName, body: UpsertRequest) -> WriteResponse:
         """Insert or replace documents by id (returns once durable and visible)."""
-        docs = body.documents
-        if len(docs) > settings.max_batch:
-            raise ClientError(400, f"at most {settings.max_batch} documents per request")
-        with_vector = [d.vector is not None for d in docs]
-        if any(with_vector) and not all(with_vector):
-            raise ClientError(400, "give every document of a request a vector, or none")
-        for d in docs:
-            if d.text is not None and len(d.text) > settings.max_text_chars:
-                raise ClientError(400, f"document {d.id!r}: text over {settings.max_text_chars}")
-        texts = [d.text for d in docs]
-        with_dense = [d.dense is not None for d in docs]
-        if any(with_dense) and not all(with_dense):
-            raise ClientError(400, "give every document of a request a dense vector, or none")
-        result = registry.get(name).upsert(
-            [d.id for d in docs],
-            vectors=[d.vector for d in docs] if all(with_vector) else None,
-            texts=texts if any(t is not None for t in texts) else None,
-            dense=[d.dense for d in docs] if all(with_dense) else None,
-            metadata=[d.metadata for d in docs],
-        )
-        return WriteResponse(seq=result.seq, count=result.count)
+        check_upsert(body, settings)
+        return write(name, "upsert", body)
 
     @app.get("/collections/{name}/documents/{doc_id}", tags=["documents"],
              dependencies=[Depends(reader)])  # fmt: skip
-    def get_document(name: str, doc_id: str) -> dict[str, Any]:
+    def get_document(name: CollectionName, doc_id: DocumentId) -> dict[str, Any]:
         found = registry.get(name).get([doc_id])
         if doc_id not in found:
             raise NotFound(f"no document {doc_id!r} in {name!r}")
@@ -271,79 +370,78 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     @app.delete("/collections/{name}/documents/{doc_id}", tags=["documents"],
                 response_model=WriteResponse, dependencies=[Depends(writer)])  # fmt: skip
-    def delete_document(name: str, doc_id: str) -> WriteResponse:
-        result = registry.get(name).delete([doc_id])
-        if result.count == 0:
-            raise NotFound(f"no document {doc_id!r} in {name!r}")
-        return WriteResponse(seq=result.seq, count=result.count)
+    def delete_document(name: CollectionName, doc_id: DocumentId) -> WriteResponse:
+        return write(name, "delete_one", doc_id)
 
     @app.post("/collections/{name}/documents/delete", tags=["documents"],
               response_model=WriteResponse, dependencies=[Depends(writer)])  # fmt: skip
-    def delete_documents(name: str, body: DeleteRequest) -> WriteResponse:
+    def delete_documents(name: CollectionName, body: DeleteRequest) -> WriteResponse:
         """Delete by ids (unknown ids ignored; count says how many existed) or by filter."""
-        if (body.ids is None) == (body.filter is None):
-            raise ClientError(400, "give ids or filter (one of them)")
-        collection = registry.get(name)
-        if body.ids is not None:
-            if len(body.ids) > settings.max_batch:
-                raise ClientError(400, f"at most {settings.max_batch} ids per request")
-            result = collection.delete(body.ids)
-        else:
-            result = collection.delete_by_filter(body.filter)
-        return WriteResponse(seq=result.seq, count=result.count)
+        check_delete(body, settings)
+        return write(name, "delete", body)
 
     # -- search ------------------------------------------------------------------------------------
+    def observe(stage: str, value: float) -> None:
+        if stage == "batch_size":
+            metrics.batch_size.observe(value)
+        else:
+            metrics.stage.labels(stage).observe(value)
+
+    searcher = Searcher(registry, settings, observe)
+
     @app.post("/collections/{name}/search", tags=["search"], response_model=SearchResponse,
               dependencies=[Depends(reader)])  # fmt: skip
-    def search(name: str, body: SearchRequest) -> SearchResponse:
+    async def search(name: CollectionName, body: SearchRequest) -> SearchResponse:
         """Exact search over the live documents: sparse, dense or hybrid, filtered, paged.
 
         Page n of size ``limit`` is items ``offset .. offset + limit`` of one ranking; hybrid
         legs each take ``fusion.depth`` hits (it must cover ``offset + limit``), so pages agree.
+        ``score_threshold`` applies to the returned score (after fusion). ``prune`` cuts the
+        sparse query (its heaviest ``top_terms``, weights above ``min_weight``) after encoding.
         """
-        started = time.perf_counter()
-        if body.limit > settings.max_limit or body.offset > settings.max_offset:
-            raise ClientError(
-                400, f"limit <= {settings.max_limit}, offset <= {settings.max_offset}"
+        return await searcher.run(name, body)
+
+    @app.post("/collections/{name}/search/batch", tags=["search"],
+              response_model=SearchBatchResponse, dependencies=[Depends(reader)])  # fmt: skip
+    async def search_batch(name: CollectionName, body: SearchBatchRequest) -> SearchBatchResponse:
+        """Several searches at once, answered in order (their texts are encoded as one batch)."""
+        if len(body.searches) > settings.max_batch:
+            raise ClientError(400, f"at most {settings.max_batch} searches per request")
+        for one in body.searches:
+            searcher.check(one)
+        registry.get(name)
+        results = await asyncio.gather(*(searcher.run(name, one) for one in body.searches))
+        return SearchBatchResponse(results=list(results))
+
+    @app.post("/encode", tags=["search"], response_model=EncodeResponse,
+              dependencies=[Depends(reader)])  # fmt: skip
+    async def encode(body: EncodeRequest) -> EncodeResponse:
+        """Texts as sparse vectors ``{token: weight}`` (heaviest first), through a collection's
+        query side (what its searches use) or document side (what its upserts store)."""
+        if len(body.texts) > settings.max_batch:
+            raise ClientError(400, f"at most {settings.max_batch} texts per request")
+        if any(len(t) > settings.max_text_chars for t in body.texts):
+            raise ClientError(400, f"a text over {settings.max_text_chars} characters")
+        collection = registry.get(body.collection)
+        if collection.info_json.get("encoder") is None:
+            raise ClientError(400, f"collection {body.collection!r} has no model")
+        if body.side == "query":
+            rows = await asyncio.gather(
+                *(searcher.sparse_query(body.collection, collection, t, None) for t in body.texts)
             )
-        if body.query is not None and body.vector is not None:
-            raise ClientError(400, "give query (text) or vector, not both")
-        if body.query is not None and len(body.query) > settings.max_text_chars:
-            raise ClientError(400, f"query over {settings.max_text_chars} characters")
-        if body.vector is not None:
-            if len(body.vector) > settings.max_query_terms:
-                raise ClientError(400, f"at most {settings.max_query_terms} query terms")
-            if any(not math.isfinite(w) or w < 0 for w in body.vector.values()):
-                raise ClientError(400, "query weights must be finite and >= 0")
-        k = body.offset + body.limit
-        if body.mode == "hybrid" and body.fusion.depth < k:
-            raise ClientError(400, f"fusion.depth ({body.fusion.depth}) must be >= offset + limit")
-        fusion = FusionConfig(body.fusion.method, body.fusion.alpha, body.fusion.rrf_k,
-                              body.fusion.depth)  # fmt: skip
-        payload = body.with_text or body.with_metadata
-        try:
-            hits = registry.get(name).search(
-                body.query if body.query is not None else body.vector,
-                k,
-                filter=body.filter,
-                mode=body.mode,
-                dense=None if body.dense is None else np.asarray(body.dense, dtype=np.float32),
-                fusion=fusion,
-                with_payload=payload,
+        else:
+            encoded = await run_in_threadpool(
+                lambda: collection.encoder.encode_document(body.texts)
             )
-        except UnknownTermError as exc:
-            raise ClientError(400, str(exc)) from None
-        out = []
-        for hit in hits[body.offset :]:
-            score = float(hit.score)
-            if body.score_threshold is not None and score < body.score_threshold:
-                continue
-            if payload:
-                out.append(Hit(id=hit.id, score=score,
-                               text=hit.text if body.with_text else None,
-                               metadata=hit.metadata if body.with_metadata else None))  # fmt: skip
-            else:
-                out.append(Hit(id=hit.doc_id, score=score))
-        return SearchResponse(hits=out, took_ms=(time.perf_counter() - started) * 1000)
+            rows = [encoded.row(i) for i in range(len(body.texts))]
+        tokens = collection.vocab.tokens
+        vectors = []
+        for row in rows:
+            pairs = sorted(
+                zip(np.asarray(row.terms).tolist(), np.asarray(row.weights).tolist(), strict=True),
+                key=lambda tw: (-tw[1], tw[0]),
+            )
+            vectors.append({tokens[t]: float(w) for t, w in pairs})
+        return EncodeResponse(vectors=vectors)
 
     return app

@@ -28,3 +28,19 @@ class ServiceSettings(BaseSettings):
     max_text_chars: int = Field(100_000, ge=1, description="longest text")
     max_query_terms: int = Field(1024, ge=1, description="most terms in a sparse query")
     background_merge: bool = Field(True, description="merge segments in a background thread")
+    workers: int = Field(
+        1, ge=1, le=64, description="worker processes; each owns the collections whose lock "
+        "it took and follows the others, forwarding their writes to the owner",
+    )  # fmt: skip
+    threads: int = Field(
+        0, ge=0, le=1024, description="request threads (0: 4 per CPU); encoders and kernels use "
+        "one core per request, so this bounds the cores a burst can ask for",
+    )  # fmt: skip
+    query_batching: bool = Field(True, description="micro-batch siamese query encoding")
+    query_batch_size: int = Field(32, ge=1, le=1024, description="most texts per encode batch")
+    query_batch_inflight: int = Field(
+        0, ge=0, le=64, description="encode batches at once (0: one per CPU)"
+    )
+    query_batch_ms: float = Field(
+        0.0, ge=0, le=100, description="wait this long for more texts before encoding (0: none)"
+    )

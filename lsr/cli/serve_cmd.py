@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,9 @@ def serve(
     ] = None,
     host: Annotated[str | None, typer.Option(help="address (LSR_HOST, default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="port (LSR_PORT, default 8000)")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="worker processes (LSR_WORKERS, default 1)")
+    ] = None,
 ) -> None:
     """Serve the collections in the data directory over HTTP (OpenAPI at /docs)."""
     require("the HTTP service", "fastapi", "uvicorn", "pydantic_settings", "prometheus_client")
@@ -26,7 +30,20 @@ def serve(
     from service.app import create_app
     from service.settings import ServiceSettings
 
-    overrides = {k: v for k, v in {"data_dir": data_dir, "host": host, "port": port}.items() if v}
-    settings = ServiceSettings(**overrides)
-    log(f"lsr serve: {settings.data_dir} on http://{settings.host}:{settings.port}")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    given = {"data_dir": data_dir, "host": host, "port": port, "workers": workers}
+    settings = ServiceSettings(**{k: v for k, v in given.items() if v})
+    log(
+        f"lsr serve: {settings.data_dir} on http://{settings.host}:{settings.port}"
+        f" ({settings.workers} worker{'s' if settings.workers > 1 else ''})"
+    )
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+        return
+    # each worker process builds its app from the environment: hand the settings on there
+    os.environ.update(
+        {f"LSR_{k.upper()}": str(v) for k, v in given.items() if v and k != "workers"}
+    )
+    uvicorn.run(
+        "service.app:create_app", factory=True, workers=settings.workers,
+        host=settings.host, port=settings.port, log_level="info",
+    )  # fmt: skip

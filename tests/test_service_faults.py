@@ -42,17 +42,18 @@ def _call(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any
         return exc.code, json.loads(exc.read())
 
 
-def _start(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A real `lsr serve` (``extra``: its options) on a free port, once it answers /readyz."""
     port = _free_port()
     env = dict(os.environ, LSR_DATA_DIR=str(data_dir), LSR_PORT=str(port))
     process = subprocess.Popen(
-        [sys.executable, "-m", "lsr", "serve"],
+        [sys.executable, "-m", "lsr", "serve", *extra],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
             if _call(base, "GET", "/readyz")[0] == 200:

@@ -6,13 +6,9 @@ force, and when the owner is killed (-9) another process takes the writes over."
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
-import time
-import urllib.error
 from pathlib import Path
 from typing import Any
 
@@ -20,31 +16,10 @@ import pytest
 from collection_oracle import brute_force
 
 pytest.importorskip("fastapi")
-from tests.test_service_faults import _call, _free_port
+from tests.test_service_faults import _call
+from tests.test_service_faults import _start as _serve
 
 VOCAB = [f"t{i}" for i in range(10)]
-
-
-def _serve(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    env = dict(os.environ, LSR_DATA_DIR=str(data_dir), LSR_PORT=str(port))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lsr", "serve", *extra],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if _call(base, "GET", "/readyz")[0] == 200:
-                return process, base
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        if process.poll() is not None:
-            raise RuntimeError("lsr serve exited")
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("lsr serve did not become ready")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

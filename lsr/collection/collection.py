@@ -160,7 +160,8 @@ class Collection:
             self._merger = threading.Thread(target=self._merge_loop, daemon=True, name="lsr-merge")
             self._merger.start()
 
-    def _load(self, info_path: Path, verify: bool, model: str | None) -> None:
+    def _read_identity(self, info_path: Path, model: str | None) -> None:
+        """Settings, codec and vocabulary from ``collection.json`` (they never change)."""
         self.info_json = json.loads(info_path.read_text(encoding="utf-8"))
         self.config = CollectionConfig.model_validate(self.info_json["config"])
         self.codec = self.config.codec
@@ -170,6 +171,9 @@ class Collection:
             raise IndexFormatError(f"{self.path}: vocab.json does not match collection.json")
         self.model = model
         self.recovery_notes: list[str] = []
+
+    def _load(self, info_path: Path, verify: bool, model: str | None) -> None:
+        self._read_identity(info_path, model)
         self._remove_leftovers_before_open()
         manifest = read_manifest(self.path)
         self._generation = int(manifest["generation"])

@@ -13,7 +13,6 @@ Semantics: docs/collections.md, "Readers in other processes".
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 from collections.abc import Sequence
@@ -23,7 +22,6 @@ from typing import Any, NoReturn
 
 from lsr.collection import records
 from lsr.collection.collection import LOG_DIR, STORE_FILE, Collection, WriteResult
-from lsr.collection.config import CollectionConfig
 from lsr.collection.create import COLLECTION_FILE
 from lsr.collection.manifest import MANIFEST, read_manifest, read_tombstones
 from lsr.collection.records import Delete
@@ -33,7 +31,6 @@ from lsr.collection.snapshot import Snapshot, WriteBuffer
 from lsr.collection.store import DocStoreReader, Payload
 from lsr.collection.wal import log_name, read_records
 from lsr.errors import IndexFormatError, InputError
-from lsr.vocab import Vocabulary
 
 ATTEMPTS = 20  # reloads in a row that may find files gone before a refresh gives up
 
@@ -214,15 +211,7 @@ class CollectionReader(Collection):
         info_path = self.path / COLLECTION_FILE
         if not info_path.is_file():
             raise IndexFormatError(f"{path}: not an lsr collection (no {COLLECTION_FILE})")
-        self.info_json = json.loads(info_path.read_text(encoding="utf-8"))
-        self.config = CollectionConfig.model_validate(self.info_json["config"])
-        self.codec = self.config.codec
-        self._lut = self.codec.lut()
-        self.vocab = Vocabulary.load(self.path / "vocab.json")
-        if self.vocab.sha256 != self.info_json["vocab"]["sha256"]:
-            raise IndexFormatError(f"{self.path}: vocab.json does not match collection.json")
-        self.model = model
-        self.recovery_notes: list[str] = []
+        self._read_identity(info_path, model)
         self._verify = verify
         self._closed = False
         self._merger = None

@@ -200,6 +200,17 @@ def versions() -> dict[str, Any]:
     return out
 
 
+def run_header(quick: bool) -> dict[str, Any]:
+    """What every benchmark report starts with: when, where, which versions, how busy."""
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_info(),
+        "versions": versions(),
+        "load_average_before": [round(x, 2) for x in os.getloadavg()],
+        "quick": quick,
+    }
+
+
 # -- 1. upserts -----------------------------------------------------------------------------------
 def raw_fsync_rate(directory: Path, payload: int, n: int) -> dict[str, float]:
     """The durable-call ceiling: append ``payload`` bytes and fsync, ``n`` times."""
@@ -972,11 +983,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = WORK / ("bench_live-quick" if args.quick else "bench_live") / "scratch"
     started = time.perf_counter()
     report: dict[str, Any] = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine_info(),
-        "versions": versions(),
-        "load_average_before": [round(x, 2) for x in os.getloadavg()],
-        "quick": args.quick,
+        **run_header(args.quick),
         "k": K,
         "sizes": asdict(sizes),
         "seeds": {

@@ -48,14 +48,12 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from eval.bench_index import machine_info
-from eval.bench_live import latency, summarize, versions
+from eval.bench_live import latency, run_header, summarize
 from service.models import Hit, SearchRequest, SearchResponse
 
 REPO = Path(__file__).resolve().parents[1]
@@ -697,11 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     scratch = WORK / ("bench_service-quick" if args.quick else "bench_service") / "scratch"
     started = time.perf_counter()
     report: dict[str, Any] = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine_info(),
-        "versions": versions(),
-        "load_average_before": [round(x, 2) for x in os.getloadavg()],
-        "quick": args.quick,
+        **run_header(args.quick),
         "k": K,
         "mix": MIX,
         "filters": list(FILTERS),

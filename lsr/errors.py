@@ -29,3 +29,7 @@ class IndexFormatError(LsrError):
 
 class MissingExtraError(LsrError, ImportError):
     """A feature needs an optional dependency group (``pip install 'lsr[extra]'``)."""
+
+
+class ShardUnavailableError(Exception):
+    """No replica of a shard answered after retries (HTTP 503): not the user's input."""

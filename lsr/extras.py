@@ -20,11 +20,15 @@ EXTRA_OF = {
     "uvicorn": "service",
     "pydantic_settings": "service",
     "prometheus_client": "service",
+    "ray": "scale",
     "pyserini": "eval",
     "jnius": "eval",
     "bm25s": "eval",
     "pytrec_eval": "eval",
     "matplotlib": "eval",
+    "yaml": "train",
+    "datasets": "train",
+    "accelerate": "train",
 }
 
 

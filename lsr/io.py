@@ -28,6 +28,15 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def rename_into_place(staging: Path, path: Path) -> None:
+    """Publish a fully written directory: ``staging`` becomes ``path`` (absent or an empty
+    directory) in one rename, made durable in the parent."""
+    if path.exists():
+        path.rmdir()
+    os.rename(staging, path)
+    fsync_path(path.parent)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Write one file atomically: ``write`` fills a hidden temporary sibling (same suffix, so
     writers that pick a format by name still do), which is fsynced and then replaces ``path``."""

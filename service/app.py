@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import lsr
 from lsr.encoders.device import usable_cpus
-from lsr.errors import LsrError
+from lsr.errors import LsrError, ShardUnavailableError
 from service.errors import ClientError
 from service.models import (
     CollectionName,
@@ -116,8 +116,9 @@ def _describe(collection: Any) -> dict[str, Any]:
     }
 
 
-def create_app(settings: ServiceSettings | None = None) -> FastAPI:
-    """The service over the collections in ``settings.data_dir`` (opened at start-up)."""
+def create_app(settings: ServiceSettings | None = None, *, registry: Any = None) -> FastAPI:
+    """The service over the collections in ``settings.data_dir`` (opened at start-up), or over
+    ``registry`` (the Ray router's remote sharded collections, :mod:`service.ray_serve`)."""
     settings = settings or ServiceSettings()
     owner: list[OwnerServer] = []  # this process's socket, made when it first owns something
 
@@ -130,7 +131,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if owner:
             owner[0].release(name)
 
-    registry = Registry(
+    registry = registry or Registry(
         settings.data_dir, background_merge=settings.background_merge,
         on_owned=owned, on_released=released,
     )  # fmt: skip
@@ -180,6 +181,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
         return error(409, str(exc))
+
+    @app.exception_handler(ShardUnavailableError)
+    async def _unavailable(_: Request, exc: ShardUnavailableError) -> JSONResponse:
+        return error(503, str(exc))
 
     @app.exception_handler(LsrError)
     async def _input(_: Request, exc: LsrError) -> JSONResponse:
@@ -348,12 +353,17 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             if op == "drop":
                 return answer
             result = WriteResponse(**answer)
-            registry.wait_for(name, result.seq)
+            registry.wait_for(name, result.seq, result.shard_seqs)
             return result
         raise ClientError(503, f"no process is answering for {name!r}'s writes; try again")
 
-    @app.put("/collections/{name}/documents", tags=["documents"], response_model=WriteResponse,
-             dependencies=[Depends(writer)])  # fmt: skip
+    # a write answers WriteResponse; shard_seqs only for sharded collections
+    wrote: dict[str, Any] = {
+        "response_model": WriteResponse, "response_model_exclude_none": True,
+        "dependencies": [Depends(writer)],
+    }  # fmt: skip
+
+    @app.put("/collections/{name}/documents", tags=["documents"], **wrote)
     def upsert(name: CollectionName, body: UpsertRequest) -> WriteResponse:
         """Insert or replace documents by id (returns once durable and visible)."""
         check_upsert(body, settings)
@@ -368,13 +378,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         text, metadata = found[doc_id]
         return {"id": doc_id, "text": text, "metadata": metadata}
 
-    @app.delete("/collections/{name}/documents/{doc_id}", tags=["documents"],
-                response_model=WriteResponse, dependencies=[Depends(writer)])  # fmt: skip
+    @app.delete("/collections/{name}/documents/{doc_id}", tags=["documents"], **wrote)
     def delete_document(name: CollectionName, doc_id: DocumentId) -> WriteResponse:
         return write(name, "delete_one", doc_id)
 
-    @app.post("/collections/{name}/documents/delete", tags=["documents"],
-              response_model=WriteResponse, dependencies=[Depends(writer)])  # fmt: skip
+    @app.post("/collections/{name}/documents/delete", tags=["documents"], **wrote)
     def delete_documents(name: CollectionName, body: DeleteRequest) -> WriteResponse:
         """Delete by ids (unknown ids ignored; count says how many existed) or by filter."""
         check_delete(body, settings)

@@ -46,6 +46,9 @@ class CreateCollection(Strict):
     schema_: dict[str, Literal["keyword", "number", "bool"]] = Field(
         default_factory=dict, alias="schema", description="declared metadata fields"
     )
+    shards: Annotated[int, Field(ge=1, le=256), Integral] | None = Field(
+        None, description="split the collection into this many shards by document id"
+    )
 
 
 class Document(Strict):
@@ -192,6 +195,9 @@ class WriteResponse(BaseModel):
 
     seq: int
     count: int
+    shard_seqs: list[int] | None = Field(
+        None, description="a sharded collection: each shard's log position after the write"
+    )
     durable: bool = True
     visible: bool = True
 

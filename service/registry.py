@@ -19,6 +19,7 @@ from typing import Any
 
 from lsr.collection import Collection
 from lsr.errors import IndexFormatError, InputError
+from lsr.shards import is_sharded
 from service.models import NAME_PATTERN
 
 
@@ -32,6 +33,39 @@ class Conflict(Exception):
 
 def _held_elsewhere(exc: InputError) -> bool:
     return "open in another process" in str(exc)
+
+
+def exists(path: Path) -> bool:
+    """Whether ``path`` holds a collection (plain or sharded)."""
+    return (path / "collection.json").is_file() or is_sharded(path)
+
+
+def open_writer(path: Path, background_merge: bool) -> Any:
+    """The collection at ``path`` opened to write (a sharded one: every shard)."""
+    if is_sharded(path):
+        from lsr.shards.collection import ShardedCollection
+
+        return ShardedCollection.open(path, background_merge=background_merge)
+    return Collection.open(path, background_merge=background_merge)
+
+
+def open_follower(path: Path) -> Any:
+    """The collection at ``path`` followed read-only (its writer is another process)."""
+    if is_sharded(path):
+        from lsr.shards.collection import ShardedCollection
+
+        return ShardedCollection.open(path, read_only=True, verify=False)
+    from lsr.collection.reader import CollectionReader
+
+    return CollectionReader.open(path)
+
+
+def applied(collection: Any, seq: int, shard_seqs: list[int] | None) -> bool:
+    """Whether a followed collection shows the write that returned ``seq`` (``shard_seqs``:
+    a sharded collection's per-shard log positions)."""
+    if shard_seqs is not None:
+        return all(a >= b for a, b in zip(collection.refresh(), shard_seqs, strict=True))
+    return collection.snapshot().seq >= seq
 
 
 class Registry:
@@ -62,7 +96,7 @@ class Registry:
     def open_all(self) -> list[str]:
         """Open every collection in the data directory (start-up); returns their names."""
         for entry in sorted(self.data_dir.iterdir()):
-            if (entry / "collection.json").is_file():
+            if exists(entry):
                 self.get(entry.name)
         return self.names()
 
@@ -77,13 +111,11 @@ class Registry:
     def _open_one(self, name: str, path: Path) -> Any:
         """Own the collection if its lock is free, else follow its owner."""
         try:
-            collection = Collection.open(path, background_merge=self.background_merge)
+            collection = open_writer(path, self.background_merge)
         except InputError as exc:
             if not _held_elsewhere(exc):
                 raise
-            from lsr.collection.reader import CollectionReader
-
-            return CollectionReader.open(path)
+            return open_follower(path)
         self._owned.add(name)
         self.on_owned(name)
         return collection
@@ -95,7 +127,7 @@ class Registry:
         with self._lock:
             collection = self._open.get(name)
             if collection is None:
-                if not (path / "collection.json").is_file():
+                if not exists(path):
                     raise NotFound(f"no collection named {name!r}")
                 collection = self._open_one(name, path)
                 self._open[name] = collection
@@ -104,7 +136,7 @@ class Registry:
             try:
                 collection.refresh()
             except (FileNotFoundError, IndexFormatError, InputError):
-                if (path / "collection.json").is_file():
+                if exists(path):
                     raise
                 self._forget(name, collection)  # its owner dropped it
                 raise NotFound(f"no collection named {name!r}") from None
@@ -124,7 +156,7 @@ class Registry:
                 return True
             follower = self._open.get(name)
             try:
-                collection = Collection.open(path, background_merge=self.background_merge)
+                collection = open_writer(path, self.background_merge)
             except InputError as exc:
                 if _held_elsewhere(exc):
                     return False
@@ -136,23 +168,32 @@ class Registry:
             self.on_owned(name)
             return True
 
-    def wait_for(self, name: str, seq: int, timeout: float = 30.0) -> None:
-        """Refresh a followed collection until it has applied ``seq`` (a forwarded write)."""
+    def wait_for(
+        self, name: str, seq: int, shard_seqs: list[int] | None = None, timeout: float = 30.0
+    ) -> None:
+        """Refresh a followed collection until it has applied a forwarded write (``seq``, or
+        ``shard_seqs`` for a sharded collection)."""
         deadline = time.monotonic() + timeout
         while True:
             collection = self.get(name)
-            if name in self._owned or collection.snapshot().seq >= seq:
+            if name in self._owned or applied(collection, seq, shard_seqs):
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{name!r}: write {seq} not visible after {timeout:.0f} s")
             time.sleep(0.002)
 
-    def create(self, name: str, **options: Any) -> Collection:
+    def create(self, name: str, *, shards: int | None = None, **options: Any) -> Any:
+        """A new collection (``shards``: a sharded collection of that many shards)."""
         path = self._path(name)
         with self._lock:
             if name in self._open or path.exists():
                 raise Conflict(f"collection {name!r} already exists")
-            Collection.create(path, **options).close()
+            if shards is None:
+                Collection.create(path, **options).close()
+            else:
+                from lsr.shards.layout import create_sharded
+
+                create_sharded(path, shards, **options)
         return self.get(name)
 
     def drop(self, name: str) -> None:
@@ -160,7 +201,7 @@ class Registry:
         path = self._path(name)
         with self._lock:
             collection = self._open.pop(name, None)
-            if collection is None and not (path / "collection.json").is_file():
+            if collection is None and not exists(path):
                 raise NotFound(f"no collection named {name!r}")
             if collection is not None:
                 collection.close()

@@ -73,4 +73,9 @@ def run_write(collection: Collection, name: str, op: str, body: Any) -> WriteRes
             result = collection.delete_by_filter(body.filter)
     else:
         raise ValueError(f"unknown write {op!r}")
-    return WriteResponse(seq=result.seq, count=result.count)
+    shard_seqs = getattr(result, "shard_seqs", None)
+    return WriteResponse(
+        seq=result.seq,
+        count=result.count,
+        shard_seqs=None if shard_seqs is None else list(shard_seqs),
+    )

@@ -3,6 +3,7 @@ describe and compact it. Every command opens the collection, does one thing and 
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -30,8 +31,14 @@ def _json_arg(text: str | None, what: str) -> Any:
 
 def _open(path: Path, model: str | None = None) -> Any:
     from lsr.collection import Collection
+    from lsr.shards import is_sharded
 
-    collection = Collection.open(path, model=model)
+    if is_sharded(path):
+        from lsr.shards.collection import ShardedCollection
+
+        collection = ShardedCollection.open(path, model=model)
+    else:
+        collection = Collection.open(path, model=model)
     for note in collection.recovery_notes:
         log(f"recovered: {note}")
     return collection
@@ -68,6 +75,14 @@ def create(
         list[str] | None,
         typer.Option(help="declare a metadata field as name:kind (keyword, number, bool)"),
     ] = None,
+    shards: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="split into this many shards by document id (a sharded "
+            "collection: same answers, searched in parallel, servable on Ray)",
+        ),
+    ] = None,
 ) -> None:
     """Create an empty collection (vectors with --vocab, or texts with --model)."""
     from lsr.collection import Collection
@@ -79,7 +94,12 @@ def create(
         if not sep:
             raise InputError(f"--field takes name:kind, got {item!r}")
         schema[name] = kind
-    with Collection.create(
+    opener: Any = Collection.create
+    if shards is not None:
+        from lsr.shards.collection import ShardedCollection
+
+        opener = functools.partial(ShardedCollection.create, shards=shards)
+    with opener(
         path,
         vocab=Vocabulary.load(vocab) if vocab is not None else None,
         model=model,
@@ -95,8 +115,9 @@ def create(
     ) as collection:
         info = collection.info()
     mode = info["query_mode"] or "vector queries"
+    split = f", {shards} shards" if shards is not None else ""
     log(f"created {path}: {mode}, {info['quantization']} weights, vocabulary of "
-        f"{collection.info_json['vocab']['size']} terms")  # fmt: skip
+        f"{collection.info_json['vocab']['size']} terms{split}")  # fmt: skip
 
 
 @app.command("add")

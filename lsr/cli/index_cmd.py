@@ -55,7 +55,9 @@ def index_build(
         int | None,
         typer.Option(help="split long documents into chunks overlapping by this many tokens"),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="texts per encoder batch")] = 8,
+    batch_size: Annotated[
+        int | None, typer.Option(help="texts per encoder batch (default 8; with --ray 64)")
+    ] = None,
     batching: Annotated[
         str,
         typer.Option(
@@ -80,8 +82,12 @@ def index_build(
         ),
     ] = None,
     quantization: Annotated[
-        str, typer.Option(help=f"weight storage: {', '.join(QUANTIZATIONS)}")
-    ] = "uint8",
+        str | None,
+        typer.Option(
+            help=f"weight storage: {', '.join(QUANTIZATIONS)} (default uint8; sharded "
+            "collections: float16)"
+        ),
+    ] = None,
     block_size: Annotated[int, typer.Option(help="documents per doc-id block (1-256)")] = 128,
     doc_top_k: Annotated[
         int | None, typer.Option(help="keep each document's k heaviest terms")
@@ -93,17 +99,92 @@ def index_build(
     progress: Annotated[
         bool | None, typer.Option(help="show a progress bar (default: when stderr is a terminal)")
     ] = None,
+    shards: Annotated[
+        int | None,
+        typer.Option(
+            help="build a sharded collection of N shards on Ray (with --corpus; servable by "
+            "lsr serve and lsr collection)",
+            rich_help_panel="Ray",
+        ),
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="Ray cluster for --shards: 'local' starts one on this machine (the default), "
+            "else 'auto' or host:port or ray://host:10001",
+            rich_help_panel="Ray",
+        ),
+    ] = None,
+    encode_actors: Annotated[
+        int | None,
+        typer.Option(
+            help="encoder actors on Ray (default: one per GPU, else one per CPU but one)",
+            rich_help_panel="Ray",
+        ),
+    ] = None,
 ) -> None:
     """Build an index from encoded vectors, or encode a text corpus with --corpus/--model."""
-    from lsr.index.builder import BuildConfig, build
-
-    config = BuildConfig(
-        quantization=quantization, block_size=block_size, doc_top_k=doc_top_k, term_top_n=term_top_n
-    )
     if output is None:
         raise InputError("--output is required: the index directory to write")
     if progress is None:
         progress = sys.stderr.isatty()
+    if shards is not None or ray is not None or encode_actors is not None:
+        if inputs:
+            raise InputError("--shards/--ray build from text: give --corpus, not vector files")
+        if corpus is None or model is None:
+            raise InputError("--shards/--ray need --corpus and --model")
+        unsupported = {
+            "--dense-kind": dense_kind != "flat",
+            "--query-max-length": query_max_length != 64,
+            "--doc-max-length": doc_max_length != 256,
+            "--doc-stride": doc_stride is not None,
+            "--batching": batching != "invariant",
+            "--device": device != "auto",
+            "--shard-size": shard_size != 1024,
+            "--vocab": vocab is not None,
+            "--doc-top-k": doc_top_k is not None,
+            "--term-top-n": term_top_n is not None,
+            "--overwrite": overwrite,
+        }
+        given = [name for name, set_ in unsupported.items() if set_]
+        if given:
+            raise InputError(
+                f"{', '.join(given)} cannot be used with --shards/--ray (a sharded collection "
+                "encodes with the model's own settings and is written once)"
+            )
+        from lsr.shards.ray_build import DEFAULT_BATCH_SIZE, build_sharded
+
+        options: dict[str, object] = {"block_size": block_size}
+        if quantization is not None:
+            options["quantization"] = quantization
+        result = build_sharded(
+            corpus,
+            output,
+            model=model,
+            shards=1 if shards is None else shards,
+            query_mode=query_mode,
+            idf=idf,
+            dense_model=dense,
+            address=None if ray in (None, "local") else ray,
+            work_dir=work_dir,
+            batch_size=batch_size or DEFAULT_BATCH_SIZE,
+            encode_actors=encode_actors,
+            keep_work=keep_shards,
+            progress=progress,
+            log=log,
+            **options,
+        )
+        typer.echo(result.summary())
+        return
+    from lsr.index.builder import BuildConfig, build
+
+    quantization = quantization or "uint8"
+    batch_size = batch_size or 8
+    config = BuildConfig(
+        quantization=quantization, block_size=block_size, doc_top_k=doc_top_k, term_top_n=term_top_n
+    )
     if corpus is not None:
         if inputs:
             raise InputError("give vector files or --corpus, not both")

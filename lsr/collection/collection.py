@@ -27,7 +27,7 @@ from lsr.collection import records
 from lsr.collection.config import CollectionConfig
 from lsr.collection.create import COLLECTION_FILE, create_collection
 from lsr.collection.failpoints import crash_point
-from lsr.collection.filters import Filter, parse_filter
+from lsr.collection.filters import parse_filter
 from lsr.collection.manifest import (
     SEGMENTS,
     TOMBSTONES,
@@ -39,9 +39,10 @@ from lsr.collection.manifest import (
 from lsr.collection.merge_policy import pick_merge
 from lsr.collection.prepare import check_ids, prepare_upsert
 from lsr.collection.prf import PrfConfig, prf_search
-from lsr.collection.queries import dict_query, in_term_order, load_document_encoder
+from lsr.collection.queries import dict_query, load_document_encoder
 from lsr.collection.records import Delete, Upsert
 from lsr.collection.schema import Schema
+from lsr.collection.search_view import MODES, search_view
 from lsr.collection.segment import Segment, id_keys
 from lsr.collection.snapshot import BufferedDoc, DocVector, SegmentView, Snapshot, WriteBuffer
 from lsr.collection.store import DocStore
@@ -55,7 +56,6 @@ from lsr.vocab import Vocabulary
 STORE_FILE = "docs.sqlite"
 LOG_DIR = "wal"
 LOCK_FILE = "lock"
-MODES = ("sparse", "dense", "hybrid")
 
 
 @dataclass(frozen=True)
@@ -373,7 +373,20 @@ class Collection:
         the collection's model (texts given with vectors are stored, not encoded). ``dense``
         rows are needed when the collection has dense vectors and no dense model.
         """
-        op = prepare_upsert(
+        return self._commit(self.prepare(ids, vectors, texts, dense, metadata))
+
+    def prepare(
+        self,
+        ids: Sequence[str],
+        vectors: Any,
+        texts: Sequence[str] | None,
+        dense: Any,
+        metadata: Sequence[Mapping[str, Any] | None] | None,
+        schema: Schema | None = None,
+    ) -> Upsert:
+        """An upsert validated against ``schema`` (default: this collection's) and encoded with
+        this collection's model: the op :meth:`commit` logs (nothing is written here)."""
+        return prepare_upsert(
             ids,
             vectors,
             texts,
@@ -381,7 +394,7 @@ class Collection:
             metadata,
             vocab=self.vocab,
             config=self.config,
-            schema=self._pending_schema,
+            schema=self._pending_schema if schema is None else schema,
             encode_texts=lambda t, i: self.encoder.encode_document(t, i),
             encode_dense=(
                 (lambda t: self.dense_encoder.encode_document(t))
@@ -389,7 +402,6 @@ class Collection:
                 else None
             ),
         )
-        return self._commit(op)
 
     def delete(self, ids: Sequence[str]) -> WriteResult:
         """Delete documents by id (unknown ids are ignored); ``count`` is how many existed."""
@@ -693,38 +705,19 @@ class Collection:
             hits = prf_search(
                 self, query, k, prf, filter=filter, mode=mode, dense=dense, fusion=fusion, plan=plan
             )
-        elif mode == "sparse":
-            hits = self._sparse(snap, query, k, flt, plan)
         else:
-            from lsr.retrieval import FusionConfig
-
-            fusion = fusion or FusionConfig()
-            depth = k if mode == "dense" else max(k, fusion.depth)
-            dense_hits = snap.search_dense(self.dense_query(query, dense), depth, flt)
-            if mode == "dense":
-                hits = dense_hits
-            else:
-                from lsr.fusion import fuse_hits
-
-                sparse_hits = self._sparse(snap, query, depth, flt, plan)
-                hits = [
-                    (h.doc_id, h.score)
-                    for h in fuse_hits(
-                        [Hit(*h) for h in sparse_hits], [Hit(*h) for h in dense_hits], k, fusion
-                    )
-                ]
+            hits = search_view(self, snap, query, k, flt, mode, dense, fusion, plan)
         if not with_payload:
             return [Hit(i, s) for i, s in hits]
         payload = self.store.fetch([i for i, _ in hits])
         return [Match(i, s, *payload.get(i, (None, None))) for i, s in hits]
 
-    def _sparse(
-        self, snap: Snapshot, query: Any, k: int, flt: Filter | None, plan: str
-    ) -> list[tuple[str, float]]:
-        if query is None:
-            raise InputError("a sparse search needs a query")
-        terms, weights = in_term_order(self.query_vector(query), len(self.vocab))
-        return snap.search_sparse(terms, weights, k, flt, plan=plan)
+    def commit(self, op: records.Op) -> WriteResult:
+        """Log and apply an op already validated for this collection (``prepare_upsert`` with its
+        vocabulary, settings and schema, or a Delete): what a router over shards sends."""
+        if isinstance(op, Delete):
+            op = Delete(list(dict.fromkeys(check_ids(op.ids, unique=False))))
+        return self._commit(op)
 
     def dense_query(self, query: Any, dense: Any = None) -> np.ndarray:
         """The dense query vector: ``dense`` checked, else the text ``query`` encoded."""

@@ -18,7 +18,7 @@ from lsr.collection.config import CollectionConfig
 from lsr.collection.manifest import write_manifest
 from lsr.collection.schema import Schema
 from lsr.errors import InputError
-from lsr.io import fsync_path
+from lsr.io import fsync_path, rename_into_place
 from lsr.vocab import Vocabulary
 
 COLLECTION_FILE = "collection.json"
@@ -90,10 +90,7 @@ def create_collection(
         )
         for entry in staging.iterdir():
             fsync_path(entry)
-        if path.exists():
-            path.rmdir()
-        os.rename(staging, path)
-        fsync_path(path.parent)
+        rename_into_place(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path

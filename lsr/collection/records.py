@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,26 @@ class Upsert:
     def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         a, b = int(self.indptr[i]), int(self.indptr[i + 1])
         return self.terms[a:b], self.codes[a:b]
+
+
+def take(op: Upsert, positions: Sequence[int]) -> Upsert:
+    """The documents of ``op`` at ``positions`` (in that order), as one upsert."""
+    rows = [op.row(i) for i in positions]
+    lengths = np.fromiter((t.shape[0] for t, _ in rows), dtype=np.int64, count=len(rows))
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    terms = np.concatenate([t for t, _ in rows]) if rows else op.terms[:0]
+    codes = np.concatenate([c for _, c in rows]) if rows else op.codes[:0]
+    index = np.asarray(positions, dtype=np.int64)
+    return Upsert(
+        [op.ids[i] for i in positions],
+        indptr,
+        terms.astype(np.int32, copy=False),
+        codes.astype(op.codes.dtype, copy=False),
+        None if op.dense is None else op.dense[index],
+        [op.metadata[i] for i in positions],
+        [op.texts[i] for i in positions],
+    )
 
 
 @dataclass(frozen=True)

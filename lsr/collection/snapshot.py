@@ -23,6 +23,7 @@ from lsr.collection.schema import Schema
 from lsr.collection.scoring import PLANS, Scorable, top_k
 from lsr.collection.segment import Segment, id_keys
 from lsr.collection.table import DocTable
+from lsr.index import kernels
 from lsr.index.builder import in_memory_postings
 from lsr.index.quantization import Codec
 
@@ -294,7 +295,7 @@ class Snapshot:
                 (ids[d], float(s))
                 for d, s in zip(docs.tolist(), (scores * scale).tolist(), strict=True)
             )
-        return _best(hits, k)
+        return best_hits(hits, k)
 
     # -- dense ---------------------------------------------------------------------------------
     def search_dense(
@@ -320,7 +321,7 @@ class Snapshot:
             parts.extend(
                 (ids[j].decode("utf-8"), s) for j, s in _top_rows(table.dense[keep], vector, k, ids)
             )
-        return _best(parts, k)
+        return best_hits(parts, k)
 
 
 def _top_rows(
@@ -329,7 +330,9 @@ def _top_rows(
     """(row, score) of the k best rows by inner product; ties: smaller id."""
     if rows.shape[0] == 0:
         return []
-    scores = np.asarray(rows, dtype=np.float32) @ vector.astype(np.float32)
+    scores = kernels.row_dots(
+        np.ascontiguousarray(rows, dtype=np.float32), np.ascontiguousarray(vector, dtype=np.float32)
+    )
     if scores.shape[0] > k:
         cut = np.partition(scores, scores.shape[0] - k)[scores.shape[0] - k]
         chosen = np.flatnonzero(scores >= cut)
@@ -339,6 +342,6 @@ def _top_rows(
     return [(int(j), float(scores[j])) for j in order]
 
 
-def _best(parts: Sequence[tuple[str, float]], k: int) -> list[tuple[str, float]]:
+def best_hits(parts: Sequence[tuple[str, float]], k: int) -> list[tuple[str, float]]:
     """The k best (id, score) pairs: higher score first, then smaller id."""
     return heapq.nsmallest(k, parts, key=lambda p: (-p[1], p[0]))

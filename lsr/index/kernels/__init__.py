@@ -3,10 +3,12 @@
 ``layout``: the index as kernels take it (:class:`IndexArrays`); ``topk``: the hit heap;
 ``build``: postings from CSR; ``query``: one query checked and put in canonical order;
 ``exhaustive`` and ``maxscore``: the two exact query algorithms; ``filtered``: exact top-k over
-an allowed set of documents (deletes, metadata filters).
+an allowed set of documents (deletes, metadata filters); ``dense``: row-by-row inner products
+whose bits do not depend on the batch.
 """
 
 from lsr.index.kernels.build import encode_blocks, prune_terms_top_n, transpose_to_term_major
+from lsr.index.kernels.dense import row_dots
 from lsr.index.kernels.exhaustive import exhaustive_batch, exhaustive_one
 from lsr.index.kernels.filtered import allowed_forward, allowed_taat, postings_of
 from lsr.index.kernels.layout import IndexArrays
@@ -25,6 +27,7 @@ __all__ = [
     "maxscore_one",
     "postings_of",
     "prune_terms_top_n",
+    "row_dots",
     "transpose_to_term_major",
     "window_blocks",
 ]

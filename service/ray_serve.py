@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -190,21 +191,29 @@ def _router_class() -> Any:
     return Router
 
 
+def _per_collection(value: Any, name: str, default: int, what: str) -> int:
+    """``value`` (an int, or ``{collection: int}``) for collection ``name``, checked >= 1."""
+    chosen = value.get(name, default) if isinstance(value, Mapping) else value
+    chosen = default if chosen is None else chosen
+    if isinstance(chosen, bool) or not isinstance(chosen, int) or chosen < 1:
+        raise InputError(f"{what} must be an integer >= 1, got {chosen!r}")
+    return chosen
+
+
 def build_application(
     settings: ServiceSettings,
     *,
-    replicas: int = 2,
-    groups: int | None = None,
+    replicas: int | Mapping[str, int] = 2,
+    groups: int | Mapping[str, int] | None = None,
     names: list[str] | None = None,
     model: str | None = None,
 ) -> Any:
     """The Serve application for the sharded collections in ``settings.data_dir`` (all, or
     ``names``): per collection, ``groups`` shard groups (default: one per shard), each with a
-    reader deployment of ``replicas`` replicas and a writer; and the router."""
+    reader deployment of ``replicas`` replicas and a writer; and the router. ``replicas`` and
+    ``groups`` may be ``{collection: value}`` (collections not named get the defaults)."""
     from ray import serve
 
-    if replicas < 1:
-        raise InputError(f"replicas must be >= 1, got {replicas}")
     data = Path(settings.data_dir).absolute()
     found = sorted(p.name for p in data.iterdir() if is_sharded(p)) if data.is_dir() else []
     names = found if names is None else names
@@ -218,15 +227,14 @@ def build_application(
         if not is_sharded(path):
             raise InputError(f"{path}: not a sharded collection")
         n = read_layout(path)["shards"]
-        g = min(groups or n, n)
-        if g < 1:
-            raise InputError(f"groups must be >= 1, got {groups}")
+        r = _per_collection(replicas, name, 2, "replicas")
+        g = min(_per_collection(groups, name, n, "groups"), n)
         readers, writers = [], []
         for group in range(g):
             members = [s for s in range(n) if s % g == group]
             readers.append(
                 reader_cls.options(
-                    name=f"{name}-read-{group}", num_replicas=replicas,
+                    name=f"{name}-read-{group}", num_replicas=r,
                     ray_actor_options={"num_cpus": 0},
                 ).bind(str(path), members, model)
             )  # fmt: skip

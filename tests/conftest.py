@@ -108,3 +108,29 @@ def write_beir_slice(
 @pytest.fixture(scope="session")
 def beir_slice(tmp_path_factory) -> Path:
     return write_beir_slice(tmp_path_factory.mktemp("beir-slice"))
+
+
+def save_tiny_bert_mlm(out: Path, *, hidden_size: int = 16, dropout: float = 0.1) -> Path:
+    """A random 1-layer BERT masked LM (bert-base-uncased vocabulary) with splade-tiny's
+    tokenizer files, saved at ``out``: a student that trains in seconds, built without a
+    download."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=hidden_size,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden_size,
+        max_position_embeddings=128,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
+    BertForMaskedLM(config).save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(SPLADE_TINY / name, out / name)
+    return out

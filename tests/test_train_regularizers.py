@@ -3,8 +3,6 @@ full-batch FLOPS under micro-batching, and the plug-ins inside sentence-transfor
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
@@ -193,26 +191,11 @@ NEGATIVES = ["the sky is blue", "stock markets fell", "a recipe for bread", "rai
 def tiny_encoder(tmp_path_factory):
     """A random 1-layer BERT MLM (hidden 16, no dropout) + SpladePooling; splade-tiny's
     tokenizer. Nothing is downloaded."""
-    from conftest import SPLADE_TINY
+    from conftest import save_tiny_bert_mlm
     from sentence_transformers import SparseEncoder
     from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
-    from transformers import BertConfig, BertForMaskedLM
 
-    root = tmp_path_factory.mktemp("tiny-mlm")
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    BertForMaskedLM(config).save_pretrained(root)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(SPLADE_TINY / name, root / name)
+    root = save_tiny_bert_mlm(tmp_path_factory.mktemp("tiny-mlm"), dropout=0.0)
     return SparseEncoder(modules=[MLMTransformer(str(root)), SpladePooling("max")])
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from lsr.cli import collection_cmd, eval_cmd, index_cmd, search_cmd, serve_cmd
+from lsr.cli import collection_cmd, eval_cmd, index_cmd, search_cmd, serve_cmd, train_cmd
 
 app = typer.Typer(help="lsr: learned sparse retrieval.", no_args_is_help=True, add_completion=False)
 app.add_typer(index_cmd.app, name="index")
@@ -19,5 +19,6 @@ app.command("search")(search_cmd.search)
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(collection_cmd.app, name="collection")
 app.command("serve")(serve_cmd.serve)
+app.command("train")(train_cmd.train)
 
 __all__ = ["app"]

@@ -92,7 +92,8 @@ def test_cli_siamese_three_steps(tiny_model, beir, tmp_path):
     config = base_config(tiny_model, beir, out, sparsity={"lambda_q": 1e-3})
     result = run_cli(str(write_config(tmp_path / "c.yaml", config)), "--max-steps", "3")
     assert result.exit_code == 0, result.output
-    summary = result.output.strip().splitlines()[-1]
+    assert not result.stdout.strip()  # stdout stays clean (for --json); messages are on stderr
+    summary = result.stderr.strip().splitlines()[-1]
     assert summary.startswith("trained 3 steps") and "model:" in summary
     model_dir = out / "model"
     assert (model_dir / "modules.json").is_file() and (model_dir / "README.md").is_file()

@@ -631,6 +631,19 @@ def train(config: TrainConfig, progress: Callable[[str], None] | None = None) ->
         loss=loss,
         callbacks=callbacks,
     )
+    # transformers prints its log dicts to stdout (PrinterCallback, or ProgressCallback via
+    # tqdm.write): that would break `--json` and land after our summary. metrics.jsonl has them;
+    # the progress bar (stderr) stays.
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class _QuietProgress(ProgressCallback):
+        def on_log(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    trainer.remove_callback(PrinterCallback)
+    if any(isinstance(cb, ProgressCallback) for cb in trainer.callback_handler.callbacks):
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_QuietProgress)
     say(
         f"training: {config.loss.name} + {config.sparsity.regularizer}"
         f"{' (reading a)' if config.sparsity.reading_a else ''}, {config.student.query_mode}, "

@@ -38,11 +38,11 @@ from lsr.collection.manifest import (
 )
 from lsr.collection.merge_policy import pick_merge
 from lsr.collection.prepare import check_ids, prepare_upsert
-from lsr.collection.prf import PrfConfig, prf_search
+from lsr.collection.prf import PrfConfig
 from lsr.collection.queries import dict_query, load_document_encoder
 from lsr.collection.records import Delete, Upsert
 from lsr.collection.schema import Schema
-from lsr.collection.search_view import MODES, search_view
+from lsr.collection.search_view import run_search
 from lsr.collection.segment import Segment, id_keys
 from lsr.collection.snapshot import BufferedDoc, DocVector, SegmentView, Snapshot, WriteBuffer
 from lsr.collection.store import DocStore
@@ -50,7 +50,7 @@ from lsr.collection.table import DocTable
 from lsr.collection.wal import WriteAheadLog
 from lsr.errors import IndexFormatError, InputError
 from lsr.sparse import SparseBatch, TermWeights
-from lsr.types import Hit, check_k
+from lsr.types import Hit
 from lsr.vocab import Vocabulary
 
 STORE_FILE = "docs.sqlite"
@@ -696,21 +696,11 @@ class Collection:
         ``with_payload`` returns :class:`Match` with text and metadata. ``prf``: pseudo-relevance
         feedback (:class:`lsr.collection.prf.PrfConfig`), a second round from the first's top m.
         """
-        k = check_k(k)
-        if mode not in MODES:
-            raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         snap = self._snapshot
-        flt = None if filter is None else parse_filter(filter, snap.schema)
-        if prf is not None:
-            hits = prf_search(
-                self, query, k, prf, filter=filter, mode=mode, dense=dense, fusion=fusion, plan=plan
-            )
-        else:
-            hits = search_view(self, snap, query, k, flt, mode, dense, fusion, plan)
-        if not with_payload:
-            return [Hit(i, s) for i, s in hits]
-        payload = self.store.fetch([i for i, _ in hits])
-        return [Match(i, s, *payload.get(i, (None, None))) for i, s in hits]
+        return run_search(
+            self, snap, snap.schema, self.store.fetch, query, k, filter=filter, mode=mode,
+            dense=dense, fusion=fusion, with_payload=with_payload, plan=plan, prf=prf,
+        )  # fmt: skip
 
     def commit(self, op: records.Op) -> WriteResult:
         """Log and apply an op already validated for this collection (``prepare_upsert`` with its

@@ -9,13 +9,14 @@ collection or the router), so every part of a view scores the same query bits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
 
 from lsr.collection.queries import in_term_order
 from lsr.errors import InputError
-from lsr.types import Hit
+from lsr.types import Hit, check_k
 
 MODES = ("sparse", "dense", "hybrid")
 
@@ -68,3 +69,42 @@ def search_view(
     sparse = sparse_hits(owner, view, query, depth, flt, plan)
     fused = fuse_hits([Hit(*h) for h in sparse], [Hit(*h) for h in dense_hits], k, fusion)
     return [(h.doc_id, h.score) for h in fused]
+
+
+def run_search(
+    owner: Any,
+    view: View,
+    schema: Any,
+    fetch: Callable[[list[str]], dict[str, Any]],
+    query: Any,
+    k: int,
+    *,
+    filter: Any,
+    mode: str,
+    dense: Any,
+    fusion: Any,
+    with_payload: bool,
+    plan: str,
+    prf: Any,
+) -> list[Any]:
+    """A collection's ``search`` (arguments as :meth:`lsr.collection.Collection.search`) over
+    ``view``, filters parsed against ``schema``, payloads from ``fetch(ids)``; the same for a
+    collection and a sharded collection's router."""
+    from lsr.collection.collection import Match
+    from lsr.collection.filters import parse_filter
+    from lsr.collection.prf import prf_search
+
+    k = check_k(k)
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    flt = None if filter is None else parse_filter(filter, schema)
+    if prf is not None:
+        hits = prf_search(
+            owner, query, k, prf, filter=filter, mode=mode, dense=dense, fusion=fusion, plan=plan
+        )
+    else:
+        hits = search_view(owner, view, query, k, flt, mode, dense, fusion, plan)
+    if not with_payload:
+        return [Hit(i, s) for i, s in hits]
+    payload = fetch([i for i, _ in hits])
+    return [Match(i, s, *payload.get(i, (None, None))) for i, s in hits]

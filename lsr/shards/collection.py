@@ -36,15 +36,15 @@ from lsr.collection import records
 from lsr.collection.collection import Collection, Match, WriteResult
 from lsr.collection.filters import Filter, parse_filter
 from lsr.collection.prepare import check_ids
-from lsr.collection.prf import PrfConfig, prf_search
+from lsr.collection.prf import PrfConfig
 from lsr.collection.reader import CollectionReader
 from lsr.collection.schema import Schema
-from lsr.collection.search_view import MODES, search_view
+from lsr.collection.search_view import run_search
 from lsr.collection.snapshot import DocVector, best_hits
 from lsr.errors import IndexFormatError, InputError
 from lsr.shards.layout import create_sharded, partition, read_layout, shard_dir
 from lsr.sparse import SparseBatch, TermWeights
-from lsr.types import Hit, check_k
+from lsr.types import Hit
 
 T = TypeVar("T")
 Pairs = list[tuple[str, float]]
@@ -330,20 +330,10 @@ class ShardedCollection:
     ) -> list[Hit] | list[Match]:
         """Exact top-k over every shard, equal to one collection's (arguments as
         :meth:`Collection.search`)."""
-        k = check_k(k)
-        if mode not in MODES:
-            raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        flt = None if filter is None else parse_filter(filter, self._schema)
-        if prf is not None:
-            hits = prf_search(
-                self, query, k, prf, filter=filter, mode=mode, dense=dense, fusion=fusion, plan=plan
-            )
-        else:
-            hits = search_view(self, self.snapshot(), query, k, flt, mode, dense, fusion, plan)
-        if not with_payload:
-            return [Hit(i, s) for i, s in hits]
-        payload = self._fetch([i for i, _ in hits])
-        return [Match(i, s, *payload.get(i, (None, None))) for i, s in hits]
+        return run_search(
+            self, self.snapshot(), self._schema, self._fetch, query, k, filter=filter, mode=mode,
+            dense=dense, fusion=fusion, with_payload=with_payload, plan=plan, prf=prf,
+        )  # fmt: skip
 
     def _fetch(self, ids: Sequence[str]) -> dict[str, tuple[str | None, dict[str, Any] | None]]:
         groups = partition(ids, self.n_shards)

@@ -171,6 +171,21 @@ def test_cli_inference_free_learned_idf_with_dev_eval(tiny_model, beir, tmp_path
         ({"sparsity": {"reading_a": True, "regularizer": "l1"}}, "reading_a uses plain FLOPS"),
         ({"student": {"model": "/nonexistent/model"}}, "student.model: not a directory"),
         ({"data": {"mining": "none"}}, "set data.negatives 0"),
+        ({"student": {"query_weights": "binary"}}, "binary needs query_mode inference-free"),
+        (
+            {
+                "student": {
+                    "query_weights": "binary",
+                    "query_mode": "inference-free",
+                    "learn_idf": True,
+                }
+            },
+            "binary is fixed",
+        ),
+        (
+            {"student": {"query_weights": "binary"}, "sparsity": {"reading_a": True}},
+            "query_weights binary conflicts",
+        ),
     ],
 )
 def test_config_errors_are_one_line(tiny_model, beir, tmp_path, change, expected):
@@ -335,3 +350,110 @@ def test_resume_equals_uninterrupted(tiny_model, beir, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_binary_query_weights(tiny_model, beir, tmp_path):
+    """Binary inference-free queries: every non-special token weighs 1 (fixed), in the trainer,
+    in idf.json and in lsr's and sentence-transformers' query vectors."""
+    from sentence_transformers import SparseEncoder
+
+    from lsr.encoders import load_encoder
+    from lsr.encoders.tokenizer import load_tokenizer, special_token_ids
+    from lsr.train.config import load_config
+    from lsr.train.trainer import train
+
+    change = {"student": {"query_mode": "inference-free", "query_weights": "binary"}}
+    result = train(load_config(data=base_config(tiny_model, beir, tmp_path / "run", **change)))
+    model_dir = Path(result.model_dir)
+    weights = json.loads((model_dir / "idf.json").read_text())  # {token: weight}, non-zero only
+    special = {int(i) for i in special_token_ids(load_tokenizer(tiny_model / "tokenizer.json"))}
+    vocab = json.loads((tiny_model / "tokenizer.json").read_text())["model"]["vocab"]
+    assert set(weights.values()) == {1.0}
+    assert {vocab[t] for t in weights} == set(vocab.values()) - special
+    q = load_encoder(str(model_dir)).encode_query(TEXTS).matrix
+    assert q.nnz > 0 and set(q.data.tolist()) == {1.0}
+    st = SparseEncoder(str(model_dir), device="cpu")
+    a = st.encode_query(TEXTS, convert_to_tensor=True).to_dense().float().numpy()
+    np.testing.assert_array_equal(a, q.toarray())
+
+
+@pytest.mark.parametrize("final_model", ["best", "last"])
+def test_final_model_best_or_last(tiny_model, beir, tmp_path, final_model):
+    """With dev evaluation the saved model is the best evaluated one (its dev metrics, measured
+    again on the saved files, equal the logged ones) or the last; a metrics plot is drawn."""
+    from lsr.train.config import load_config
+    from lsr.train.data import build_training_data
+    from lsr.train.trainer import evaluate_artifact, train
+
+    config = load_config(
+        data=base_config(
+            tiny_model,
+            beir,
+            tmp_path / "run",
+            data={"dev_queries": 3, "dev_depth": 10},
+            train={"eval_steps": 1, "max_steps": 4, "lr": 5e-3, "final_model": final_model},
+        )
+    )
+    result = train(config)
+    out = tmp_path / "run"
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = {r["step"]: r for r in rows if r.get("eval")}
+    assert sorted(evals) == [1, 2, 3, 4]
+    best = max(evals, key=lambda s: (evals[s]["dev_ndcg_cut_10"], -s))
+    assert result.best_step == best
+    expected_step = best if final_model == "best" else 4
+    assert result.model_step == expected_step
+    again = evaluate_artifact(Path(result.model_dir), build_training_data(config))
+    assert again["dev_ndcg_cut_10"] == pytest.approx(evals[expected_step]["dev_ndcg_cut_10"])
+    assert again["doc_nnz"] == pytest.approx(evals[expected_step]["doc_nnz"])
+    assert not (out / "best-model").exists() and not (out / "dev-model").exists()
+    assert (out / "metrics.png").stat().st_size > 1000
+
+
+def test_teacher_precompute_cli(tiny_model, beir, tmp_path):
+    """``lsr teachers``: candidate lists are positives + BM25 top depth, every teacher's raw
+    score equals its own dot product, labels are the min-max ensemble; bad input is one line."""
+    from lsr.cli import app
+    from lsr.corpus import load_beir
+    from lsr.encoders import load_encoder
+    from lsr.train.teachers import TeacherScores, ensemble
+
+    out = tmp_path / "scores"
+    args = [
+        "teachers",
+        "--beir",
+        str(beir),
+        "--out",
+        str(out),
+        "--depth",
+        "9",
+        "--max-length",
+        "64",
+    ]
+    teachers = ["--teacher", f"a=sparse:{tiny_model}", "--teacher", "b=sparse:" + str(tiny_model)]
+    result = CliRunner().invoke(app, [*args, *teachers, "--weight", "a=3", "--weight", "b=1"])
+    assert result.exit_code == 0, result.output
+    scores = TeacherScores.load(out)
+    data = load_beir(beir, "train")
+    assert set(scores.queries) == set(data.qrels)
+    encoder = load_encoder(str(tiny_model), query={"max_length": 64}, document={"max_length": 64})
+    for qid, q in list(scores.queries.items())[:3]:
+        positives = sorted(d for d, g in data.qrels[qid].items() if g > 0)
+        assert q.docs[: len(positives)] == positives
+        assert len(q.docs) == len(set(q.docs)) == len(positives) + 9
+        qv = encoder.encode_query([data.queries[qid]]).matrix
+        dv = encoder.encode_document([data.corpus[d] for d in q.docs]).matrix
+        np.testing.assert_allclose(q.raw["a"], (dv @ qv.T).toarray().ravel(), rtol=1e-5)
+        np.testing.assert_allclose(q.labels, ensemble(q.raw, {"a": 3, "b": 1}))
+    again = CliRunner().invoke(app, [*args, *teachers])
+    assert again.exit_code == 2 and "not empty" in again.output
+    for bad, expected in (
+        (["--teacher", "a=sparse"], "NAME=KIND:MODEL"),
+        (["--teacher", "a=cross:x"], "kind must be one of"),
+        (["--teacher", "a=sparse:/nonexistent"], "not found"),
+    ):
+        res = CliRunner().invoke(
+            app, ["teachers", "--beir", str(beir), "--out", str(tmp_path / "x"), *bad]
+        )
+        lines = res.output.strip().splitlines()
+        assert res.exit_code == 2 and len(lines) == 1 and expected in lines[0], res.output

@@ -120,6 +120,8 @@ def resolve_config(config: EncoderConfig | str | Path, **overrides: Any) -> Reso
         "document": SideConfig.model_validate(layout.document),
         "idf": str(layout.idf) if layout.idf is not None else None,
     }
+    if layout.echo is not None:
+        data["echo"] = layout.echo
     for name, value in explicit.items():
         if name == "model":
             continue

@@ -5,6 +5,9 @@ Its files are read, never its code: ``MLMTransformer`` /
 the directory holding the MLM weights, pooling, max length), a ``SparseStaticEmbedding`` becomes
 the IDF query side (its ``model.safetensors`` weights or ``idf.json``), a ``Router`` picks the
 query and document routes (inference-free when the query route is a ``SparseStaticEmbedding``).
+lsr's own trained students (``lsr.train.mlp_student.MlpStudent``: an ``mlp`` side;
+``lsr.train.decoder_student.CausalSpladeStudent``: an ``mlm`` side over a causal LM, with its
+``echo`` setting) are one module each, read from their folder's ``sentence_bert_config.json``.
 Anything else is an :class:`~lsr.errors.InputError` naming the module type. Settings that this
 package's encoders cannot reproduce (prompts, a non-dot similarity, ``do_lower_case``) are errors
 too, not silently different vectors.
@@ -23,6 +26,11 @@ from lsr.io import read_json, read_json_object
 
 _MLM_MODULES = {"MLMTransformer", "Transformer"}
 _KNOWN_MODULES = _MLM_MODULES | {"SpladePooling", "SparseStaticEmbedding", "Router", "Asym"}
+# lsr's trained students (lsr.train): full type -> the side's family
+_STUDENT_MODULES = {
+    "lsr.train.mlp_student.MlpStudent": "mlp",
+    "lsr.train.decoder_student.CausalSpladeStudent": "mlm",
+}
 _TRANSFORMER_CONFIGS = (
     "sentence_bert_config.json",
     "sentence_roberta_config.json",
@@ -54,13 +62,15 @@ class SentenceTransformersLayout:
     idf: Path | None = None  # SparseStaticEmbedding weights: idf.json or model.safetensors
     query_tokenizer: Path | None = None  # the SparseStaticEmbedding's own tokenizer.json
     modules: list[str] = field(default_factory=list)  # every module type, for the manifest
+    echo: bool | None = None  # a trained causal student's echo setting (None: lsr's default)
 
 
 def _module(type_name: object, path: Path, where: Path) -> _Module:
     if not isinstance(type_name, str) or not type_name:
         raise InputError(f"module without a type: {type_name!r}", where)
     name = type_name.rsplit(".", 1)[-1]
-    if not type_name.startswith("sentence_transformers.") or name not in _KNOWN_MODULES:
+    known = type_name.startswith("sentence_transformers.") and name in _KNOWN_MODULES
+    if not known and type_name not in _STUDENT_MODULES:
         raise InputError(
             f"unsupported sentence-transformers module {type_name!r} (supported: MLMTransformer "
             "or Transformer(fill-mask) + SpladePooling, SparseStaticEmbedding, Router)",
@@ -220,6 +230,7 @@ def read_sentence_transformers(root: str | Path) -> SentenceTransformersLayout:
     sides: dict[str, dict[str, Any]] = {}
     mlm_dirs: dict[str, Path] = {}
     idf = query_tokenizer = None
+    echo: bool | None = None
     for task in ("document", "query"):  # the document side first: its model dir is the fallback
         mods = routes[task]
         names = [m.name for m in mods]
@@ -229,6 +240,15 @@ def read_sentence_transformers(root: str | Path) -> SentenceTransformersLayout:
             if per_task[task] is not None:
                 fields["max_length"] = int(per_task[task])
             sides[task], mlm_dirs[task] = fields, model_dir
+        elif len(mods) == 1 and mods[0].type in _STUDENT_MODULES:
+            settings = read_json_object(mods[0].path / "sentence_bert_config.json")
+            if "max_seq_length" not in settings:
+                raise InputError("student module without max_seq_length", mods[0].path)
+            family = _STUDENT_MODULES[mods[0].type]
+            sides[task] = {"family": family, "max_length": int(settings["max_seq_length"])}
+            mlm_dirs[task] = mods[0].path
+            if settings.get("echo") is not None:
+                echo = bool(settings["echo"])
         elif task == "query" and names == ["SparseStaticEmbedding"]:
             idf, query_tokenizer, length = _static_fields(mods[0], root)
             # sentence-transformers tokenises SparseStaticEmbedding input without special tokens
@@ -269,4 +289,5 @@ def read_sentence_transformers(root: str | Path) -> SentenceTransformersLayout:
         idf=idf,
         query_tokenizer=query_tokenizer,
         modules=types,
+        echo=echo,
     )

@@ -31,6 +31,7 @@ from lsr.errors import InputError
 
 __all__ = [
     "DataConfig",
+    "LoraSettings",
     "LossConfig",
     "SparsityConfig",
     "StudentConfig",
@@ -47,12 +48,26 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
 
 
+class LoraSettings(_Section):
+    """LoRA adapters (peft) for a decoder-only student; merged into the weights when saved."""
+
+    r: int = Field(16, ge=1, description="Rank of the adapters.")
+    alpha: float = Field(32.0, gt=0, description="LoRA scaling numerator (lora_alpha).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapters' input.")
+    target_modules: list[str] | None = Field(
+        None,
+        description="Module names to adapt (e.g. [q_proj, k_proj, v_proj, o_proj]); None: peft's "
+        "default for the architecture.",
+    )
+
+
 class StudentConfig(_Section):
     """The student model."""
 
     model: str = Field(
         description="Path of the base model: a masked-LM checkpoint (config.json, weights, "
-        "tokenizer) or a sentence-transformers SparseEncoder directory with Transformer + "
+        "tokenizer), a decoder-only causal LM checkpoint (SPLADE over its lm_head, echo "
+        "embeddings) or a sentence-transformers SparseEncoder directory with Transformer + "
         "SpladePooling modules."
     )
     query_mode: Literal["siamese", "inference-free"] = Field(
@@ -66,6 +81,12 @@ class StudentConfig(_Section):
         description="idf.json ({token: weight}) for the inference-free query side and for "
         "idf_flops. None: the model directory's idf.json if there is one, else computed from the "
         "training corpus (BM25 IDF, lsr.encoders.compute_idf).",
+    )
+    query_weights: Literal["idf", "binary"] = Field(
+        "idf",
+        description="Inference-free query side: idf (token presence × the IDF table) or binary "
+        "(token presence × 1, special tokens 0: the query is a bag of word pieces; the IDF table "
+        "is then only used by idf_flops). binary cannot be learned.",
     )
     learn_idf: bool = Field(
         False,
@@ -88,12 +109,39 @@ class StudentConfig(_Section):
         ge=4,
         description="Word pieces per query on the inference-free query side.",
     )
+    family: Literal["mlm", "mlp"] = Field(
+        "mlm",
+        description="mlm: SPLADE over the LM head's vocabulary logits (expansion). mlp: "
+        "uniCOIL-style, relu(Linear(hidden, 1)(h_t)) per input token max-pooled per token id, "
+        "no expansion (lsr's mlp family; the head is saved as lsr_mlp_head.safetensors). Both "
+        "siamese and inference-free (the document side is mlp).",
+    )
+    echo: bool | None = Field(
+        None,
+        description="Echo embeddings for decoder-only (causal LM) students: the text is repeated "
+        "and only the second copy is pooled, as lsr encodes causal LMs. None: on for causal LMs; "
+        "true on a bidirectional model is an error.",
+    )
+    lora: LoraSettings | None = Field(
+        None,
+        description="Train LoRA adapters (peft) instead of every weight: decoder-only (causal LM) "
+        "students only. The saved model has the adapters merged (loads without peft). None: full "
+        "fine-tuning.",
+    )
 
 
 class DataConfig(_Section):
     """Training data: a BEIR directory."""
 
     beir: str = Field(description="BEIR directory: corpus.jsonl(.gz), queries.jsonl(.gz), qrels/.")
+    mode: Literal["qrels", "title_abstract"] = Field(
+        "qrels",
+        description="qrels: queries and qrels of the split. title_abstract: self-supervised, for "
+        "corpora without queries: every document with a non-empty title gives a pair (title -> "
+        "the document's text without its title); negatives are BM25-mined with the title as the "
+        "query (the document itself excluded) over the title-less texts; dev_queries holds out "
+        "titles the same way. Needs only corpus.jsonl (split, min_relevance unused).",
+    )
     split: str = Field("train", description="Qrels split to train on (qrels/<split>.tsv).")
     negatives: int = Field(
         1, ge=0, le=64, description="Hard negatives per training example (columns negative_1..n)."
@@ -272,6 +320,12 @@ class TrainingConfig(_Section):
         description="Stop after this many dev evaluations without a better dev nDCG@10 (needs "
         "eval_steps).",
     )
+    final_model: Literal["best", "last"] = Field(
+        "best",
+        description="Which weights become <output_dir>/model when there is dev evaluation: best "
+        "(the dev evaluation with the highest nDCG@10; earliest on ties) or last (the weights at "
+        "the end of training). Without dev evaluation it is always the last.",
+    )
     logging_steps: int = Field(1, ge=1, description="Write a metrics line every N steps.")
     fast_head: bool = Field(
         True,
@@ -349,6 +403,14 @@ class TrainConfig(_Section):
             raise ValueError("inference-free queries have no query regulariser: unset lambda_q")
         if st.query_mode == "siamese" and (st.learn_idf or st.idf_lr is not None):
             raise ValueError("student.learn_idf / idf_lr need query_mode inference-free")
+        if st.query_weights == "binary" and st.query_mode != "inference-free":
+            raise ValueError("student.query_weights binary needs query_mode inference-free")
+        if st.query_weights == "binary" and sp.reading_a:
+            raise ValueError(
+                "sparsity.reading_a is IDF query weights: query_weights binary conflicts"
+            )
+        if st.query_weights == "binary" and st.learn_idf:
+            raise ValueError("student.query_weights binary is fixed: unset learn_idf")
         if st.idf_lr is not None and not st.learn_idf:
             raise ValueError("student.idf_lr needs student.learn_idf true")
         if tr.early_stopping_patience is not None and tr.eval_steps is None:
@@ -357,6 +419,12 @@ class TrainConfig(_Section):
             raise ValueError("train.eval_steps needs data.dev_queries > 0")
         if tr.mini_batch_size is not None and tr.mini_batch_size > tr.batch_size:
             raise ValueError("train.mini_batch_size is larger than train.batch_size")
+        return self
+
+    @model_validator(mode="after")
+    def _students_and_data(self) -> TrainConfig:
+        if self.loss.teachers is not None and self.data.mode != "qrels":
+            raise ValueError("loss.teachers (scores per query id) needs data.mode qrels")
         return self
 
     @property
@@ -443,15 +511,43 @@ def check_paths(config: TrainConfig) -> None:
         raise InputError("student.model: no config.json or modules.json (not a model)", model)
     if config.student.idf is not None and not Path(config.student.idf).is_file():
         raise InputError("student.idf: file not found", config.student.idf)
+    _check_student_kind(config)
     beir = Path(config.data.beir)
     if not beir.is_dir():
         raise InputError("data.beir: not a directory", beir)
     from lsr.corpus import corpus_file, qrels_path, queries_file
 
     corpus_file(beir)
-    queries_file(beir)
-    qrels_path(beir, config.data.split)
+    if config.data.mode == "qrels":
+        queries_file(beir)
+        qrels_path(beir, config.data.split)
     if config.loss.teachers is not None:
         teachers = Path(config.loss.teachers)
         if not (teachers / "manifest.json").is_file():
             raise InputError("loss.teachers: no manifest.json (not teacher scores)", teachers)
+
+
+def _check_student_kind(config: TrainConfig) -> None:
+    """LoRA and echo need a decoder-only (causal LM) student (read from its config.json)."""
+    import json
+
+    from lsr.encoders.backbone import is_causal_lm
+
+    st = config.student
+    if st.lora is None and not st.echo:
+        return
+    path = Path(st.model) / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        data = {}
+    from types import SimpleNamespace
+
+    causal = isinstance(data, dict) and is_causal_lm(SimpleNamespace(**data))
+    if st.lora is not None and not causal:
+        raise InputError(
+            "student.lora needs a decoder-only (causal LM) student; this config.json is not one",
+            path,
+        )
+    if st.echo and not causal:
+        raise InputError("student.echo is for decoder-only (causal LM) students", path)

@@ -9,6 +9,13 @@ taken in sorted id order; ``dev_queries`` of them are held out first (a seeded s
 trained on), then ``max_queries`` keeps the first N of the rest. With teacher scores, negatives
 are sampled among the teacher's candidates of the query and examples whose positive has no
 teacher score are dropped (counted in :attr:`TrainingData.dropped`).
+
+Self-supervised mode (``data.mode: title_abstract``, :func:`build_title_data`), for a corpus
+without queries: each document with a non-empty title and text is one example, its title the
+query and its text (without the title) the positive. Every document's text (titles left out, so
+that a title never retrieves its own words back) is the corpus that negatives are mined from
+(BM25 with the title as the query, the document itself excluded) and that the dev slice is cut
+from; ``dev_queries`` titles are held out the same way as qrels queries.
 """
 
 from __future__ import annotations
@@ -22,7 +29,14 @@ from lsr.errors import InputError
 from lsr.train.config import TrainConfig
 from lsr.train.mining import mine_bm25_negatives
 
-__all__ = ["DevSlice", "TrainingData", "build_training_data", "columns"]
+__all__ = [
+    "DevSlice",
+    "TrainingData",
+    "build_title_data",
+    "build_training_data",
+    "columns",
+    "titled_corpus",
+]
 
 
 def columns(negatives: int, labels: bool = False) -> list[str]:
@@ -64,6 +78,19 @@ def _split_queries(qids: list[str], dev: int, seed: int) -> tuple[list[str], lis
     return [q for i, q in enumerate(qids) if i not in held], [qids[i] for i in sorted(held)]
 
 
+def dev_slice(
+    corpus: dict[str, str], queries: dict[str, str], qrels: dict[str, dict[str, int]], depth: int
+) -> DevSlice:
+    """The dev re-ranking slice: every judged document of ``queries`` plus their BM25 top
+    ``depth``."""
+    from lsr.baselines.bm25 import Bm25sBaseline
+
+    ranked = Bm25sBaseline().index(corpus).search(queries, k=depth)
+    docs = {doc for hits in ranked.values() for doc, _ in hits}
+    docs |= {doc for judged in qrels.values() for doc in judged if doc in corpus}
+    return DevSlice(queries, qrels, sorted(docs))
+
+
 def build_training_data(config: TrainConfig, teachers: Any = None) -> TrainingData:
     """Load the BEIR split, mine negatives and build the dataset (see the module docstring).
 
@@ -74,6 +101,8 @@ def build_training_data(config: TrainConfig, teachers: Any = None) -> TrainingDa
     from lsr.corpus import load_beir
 
     d, seed = config.data, config.train.seed
+    if d.mode == "title_abstract":
+        return build_title_data(config)
     beir = load_beir(d.beir, d.split)
     qrels = beir.qrels
     qids = sorted(
@@ -137,13 +166,7 @@ def build_training_data(config: TrainConfig, teachers: Any = None) -> TrainingDa
     dev = None
     if dev_ids:
         dev_queries = {q: beir.queries[q] for q in dev_ids}
-        dev_qrels = {q: dict(qrels[q]) for q in dev_ids}
-        from lsr.baselines.bm25 import Bm25sBaseline
-
-        ranked = Bm25sBaseline().index(corpus).search(dev_queries, k=d.dev_depth)
-        docs = {doc for hits in ranked.values() for doc, _ in hits}
-        docs |= {doc for judged in dev_qrels.values() for doc in judged if doc in corpus}
-        dev = DevSlice(dev_queries, dev_qrels, sorted(docs))
+        dev = dev_slice(corpus, dev_queries, {q: dict(qrels[q]) for q in dev_ids}, d.dev_depth)
     summary = {
         "split": d.split,
         "queries": len(train_ids),
@@ -163,6 +186,86 @@ def build_training_data(config: TrainConfig, teachers: Any = None) -> TrainingDa
         train_queries=train_ids,
         examples=n,
         dropped=dropped,
+        topped_up=summary["topped_up"],
+        dev=dev,
+        summary=summary,
+    )
+
+
+def titled_corpus(beir: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(titles of the documents that have a non-empty title, every document's text without
+    its title) from a BEIR corpus, in file order."""
+    from lsr.corpus import _field, corpus_file
+    from lsr.io import iter_json_objects
+
+    path = corpus_file(beir)
+    titles: dict[str, str] = {}
+    texts: dict[str, str] = {}
+    for lineno, record in iter_json_objects(path):
+        did = _field(record, "_id", path, lineno, required=True)
+        if did in texts:
+            raise InputError(f"duplicate id {did!r}", path, lineno)
+        texts[did] = _field(record, "text", path, lineno, required=True)
+        title = _field(record, "title", path, lineno, required=False).strip()
+        if title:
+            titles[did] = title
+    return titles, texts
+
+
+def build_title_data(config: TrainConfig) -> TrainingData:
+    """Self-supervised (title -> text) examples with BM25 negatives (see the module doc)."""
+    from datasets import Dataset
+
+    d, seed = config.data, config.train.seed
+    titles, corpus = titled_corpus(d.beir)
+    qids = sorted(q for q in titles if corpus[q].strip())
+    if not qids:
+        raise InputError("data.mode title_abstract: no document has both a title and a text")
+    train_ids, dev_ids = _split_queries(qids, d.dev_queries, seed)
+    if d.max_queries is not None:
+        train_ids = train_ids[: d.max_queries]
+    queries = {q: titles[q] for q in train_ids}
+    mined = (
+        mine_bm25_negatives(
+            corpus,
+            queries,
+            {q: [q] for q in train_ids},
+            d.negatives,
+            depth=d.mining_depth,
+            skip_top=d.skip_top,
+            seed=seed,
+        )
+        if d.mining == "bm25" and d.negatives
+        else None
+    )
+    rows: dict[str, list[Any]] = {c: [] for c in columns(d.negatives)}
+    for q in train_ids:
+        rows["query"].append(queries[q])
+        rows["positive"].append(corpus[q])
+        for i, neg in enumerate(mined.negatives[q] if mined is not None else [], 1):
+            rows[f"negative_{i}"].append(corpus[neg])
+    dev = None
+    if dev_ids:
+        dev_queries = {q: titles[q] for q in dev_ids}
+        dev = dev_slice(corpus, dev_queries, {q: {q: 1} for q in dev_ids}, d.dev_depth)
+    n = len(rows["query"])
+    summary = {
+        "mode": d.mode,
+        "titled_documents": len(qids),
+        "queries": len(train_ids),
+        "examples": n,
+        "negatives": d.negatives,
+        "mining": d.mining,
+        "topped_up": mined.topped_up if mined is not None else 0,
+        "dev_queries": len(dev_ids),
+        "dev_docs": len(dev.doc_ids) if dev is not None else 0,
+        "corpus": len(corpus),
+    }
+    return TrainingData(
+        dataset=Dataset.from_dict(rows),
+        corpus=corpus,
+        train_queries=train_ids,
+        examples=n,
         topped_up=summary["topped_up"],
         dev=dev,
         summary=summary,

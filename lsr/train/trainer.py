@@ -28,7 +28,8 @@ What is built, in order:
    (which replaces sentence-transformers' default scheduler).
 5. **Trainer**: SparseEncoderTrainer, seed, precision (bf16 autocast on a CPU with native bf16,
    AMP on GPU), ``dataloader_num_workers=0``, checkpoints under ``<output>/checkpoints``.
-6. **Outputs** in ``train.output_dir``: ``metrics.jsonl`` (per logged step: loss parts, λ_d,
+6. **Outputs** in ``train.output_dir``: ``metrics.jsonl`` (and ``metrics.png`` with
+   matplotlib; per logged step: loss parts, λ_d,
    λ_q, learning rate; at dev evaluations: nDCG@10 / recall@100 on the dev slice, mean document
    nnz and FLOPS), ``model/`` (the final model in the stock layout:
    Transformer + SpladePooling, or a Router with SparseStaticEmbedding queries; plus
@@ -40,8 +41,9 @@ machinery on the artifact: the student is saved in the stock layout to ``<output
 loaded with :func:`lsr.encoders.load_encoder`, the dev slice (positives + BM25 top
 ``data.dev_depth`` of the dev queries) and the dev queries are encoded, scored exactly (sparse
 dot products) and evaluated with :func:`lsr.metrics.evaluate`. Early stopping stops after
-``train.early_stopping_patience`` evaluations without a better nDCG@10; the final model is the
-last one (the best step is reported).
+``train.early_stopping_patience`` evaluations without a better nDCG@10. The best evaluated model
+is kept (``<output>/best-model`` while training, ``best.json`` its step and metrics, also used on
+resume) and becomes ``model/`` unless ``train.final_model`` is ``last``.
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ log = logging.getLogger(__name__)
 METRICS = "metrics.jsonl"
 MODEL = "model"
 DEV_MODEL = "dev-model"
+BEST_MODEL = "best-model"
+BEST_STATE = "best.json"
 CHECKPOINTS = "checkpoints"
 
 
@@ -94,6 +98,7 @@ class TrainResult:
     best_dev_ndcg10: float | None = None
     final_metrics: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    model_step: int | None = None
 
     def summary(self) -> str:
         """One line for the CLI."""
@@ -109,6 +114,8 @@ class TrainResult:
             parts.append(f"doc nnz {fm['doc_nnz']:.1f}")
         if self.stopped_early:
             parts.append(f"stopped early (best step {self.best_step})")
+        if self.model_step is not None and self.model_step != self.steps:
+            parts.append(f"model from step {self.model_step} (best dev)")
         parts.append(f"model: {self.model_dir}")
         return ", ".join(p for p in parts if p)
 
@@ -280,11 +287,17 @@ def load_idf(config: TrainConfig, corpus: dict[str, str]) -> tuple[Any, str]:
 
 # -- the student ----------------------------------------------------------------------------------
 def build_student(config: TrainConfig, idf_table: Any, device: str) -> Any:
-    """The SparseEncoder to train (fast head and Router as configured)."""
+    """The SparseEncoder to train (fast head and Router as configured; mlp and decoder-only
+    students: :mod:`lsr.train.students`)."""
     from sentence_transformers import SparseEncoder
     from sentence_transformers.sparse_encoder.modules import SpladePooling, Transformer
 
     from lsr.train.splade_head import FastSpladeTransformer, fast_splade_encoder
+    from lsr.train.students import build_extended_student
+
+    extended = build_extended_student(config, idf_table, device)
+    if extended is not None:
+        return extended
 
     stock = SparseEncoder(config.student.model, device=device, local_files_only=True)
     modules = list(stock)
@@ -306,7 +319,7 @@ def build_student(config: TrainConfig, idf_table: Any, device: str) -> Any:
 
     tokenizer = copy.deepcopy(modules[0].tokenizer)
     tokenizer.model_max_length = config.student.query_max_length
-    weight = torch.tensor(np.asarray(idf_table.weights, dtype=np.float32))
+    weight = torch.tensor(query_side_weights(config, idf_table))
     query = SparseStaticEmbedding(tokenizer, weight=weight, frozen=not config.student.learn_idf)
     if config.train.fast_head:
         document = [
@@ -318,6 +331,18 @@ def build_student(config: TrainConfig, idf_table: Any, device: str) -> Any:
         document = modules
     router = Router.for_query_document([query], document)
     return SparseEncoder(modules=[router], device=device)
+
+
+def query_side_weights(config: TrainConfig, idf_table: Any) -> np.ndarray:
+    """The inference-free query weights to start from: the IDF table's, or (``query_weights``
+    binary) 1 for every token but the tokenizer's special tokens."""
+    if config.student.query_weights == "idf":
+        return np.asarray(idf_table.weights, dtype=np.float32)
+    from lsr.encoders.tokenizer import load_tokenizer, special_token_ids
+
+    weights = np.ones(len(idf_table.weights), dtype=np.float32)
+    weights[special_token_ids(load_tokenizer(_tokenizer_path(Path(config.student.model))))] = 0.0
+    return weights
 
 
 def stock_student(model: Any) -> Any:
@@ -382,7 +407,7 @@ def evaluate_artifact(model_dir: Path, data: Any) -> dict[str, float]:
     from lsr.metrics import evaluate, flops
 
     dev = data.dev
-    encoder = load_encoder(str(model_dir))
+    encoder = load_encoder(model_dir)
     docs = encoder.encode_document([data.corpus[d] for d in dev.doc_ids], dev.doc_ids)
     qids = sorted(dev.queries)
     queries = encoder.encode_query([dev.queries[q] for q in qids], qids)
@@ -405,7 +430,7 @@ def doc_stats(model_dir: Path, texts: list[str]) -> dict[str, float]:
     """Mean document nnz of a saved model over ``texts`` (lsr's encoder)."""
     from lsr.encoders import load_encoder
 
-    docs = load_encoder(str(model_dir)).encode_document(texts)
+    docs = load_encoder(model_dir).encode_document(texts)
     return {"doc_nnz": float(np.diff(docs.matrix.indptr).mean()), "doc_sample": len(texts)}
 
 
@@ -503,7 +528,12 @@ def run_dev_eval(
     write({"step": step, "eval": True, **metrics})
     score = metrics["dev_ndcg_cut_10"]
     if state.get("best") is None or score > state["best"]:
-        state.update(best=score, best_step=step, bad_evals=0)
+        state.update(best=score, best_step=step, best_metrics=metrics, bad_evals=0)
+        best = out / BEST_MODEL
+        shutil.rmtree(best, ignore_errors=True)
+        target.rename(best)
+        best_state = {k: state[k] for k in ("best", "best_step", "best_metrics")}
+        (out / BEST_STATE).write_text(json.dumps(best_state), encoding="utf-8")
     else:
         state["bad_evals"] = state.get("bad_evals", 0) + 1
     state["last_eval_step"] = step
@@ -512,6 +542,22 @@ def run_dev_eval(
 
 
 # -- the run --------------------------------------------------------------------------------------
+def _resumed_best(out: Path, resume: str | None) -> dict[str, Any]:
+    """The best dev evaluation so far when resuming (at or before the checkpoint's step), else
+    nothing; a fresh run forgets an earlier run's best model."""
+    path = out / BEST_STATE
+    if resume is None or not path.is_file() or not (out / BEST_MODEL).is_dir():
+        if resume is None:
+            path.unlink(missing_ok=True)
+            shutil.rmtree(out / BEST_MODEL, ignore_errors=True)
+        return {}
+    best = json.loads(path.read_text(encoding="utf-8"))
+    step = int(Path(resume).name.split("-")[-1]) if Path(resume).name[-1:].isdigit() else None
+    if step is None or best.get("best_step") is None or best["best_step"] > step:
+        return {}
+    return best
+
+
 def _seed_everything(seed: int) -> None:
 
     random.seed(seed)
@@ -623,6 +669,7 @@ def train(config: TrainConfig, progress: Callable[[str], None] | None = None) ->
         use_cpu=device == "cpu",
     )
     state: dict[str, Any] = {"bad_evals": 0, "stopped_early": False}
+    state.update(_resumed_best(out, resume))
     callbacks = _callbacks(config, loss, model, data, out, tok_path, state)
     trainer = SparseEncoderTrainer(
         model=model,
@@ -656,8 +703,16 @@ def train(config: TrainConfig, progress: Callable[[str], None] | None = None) ->
         write_row = _appender(out / METRICS)
         run_dev_eval(model, out, tok_path, data, steps, state, write_row)
     model.eval()
-    model_dir = save_model(model, out / MODEL, tok_path)
+    model_step = steps
     final: dict[str, Any] = dict(state.get("last_eval") or {})
+    if config.train.final_model == "best" and (out / BEST_MODEL).is_dir() and state.get("best"):
+        model_dir = out / MODEL
+        shutil.rmtree(model_dir, ignore_errors=True)
+        (out / BEST_MODEL).rename(model_dir)
+        model_step = state["best_step"]
+        final = dict(state["best_metrics"])
+    else:
+        model_dir = save_model(model, out / MODEL, tok_path)
     if "doc_nnz" not in final:
         sample = [data.corpus[d] for d in sorted(data.corpus)[:64]]
         final.update(doc_stats(model_dir, sample))
@@ -678,10 +733,16 @@ def train(config: TrainConfig, progress: Callable[[str], None] | None = None) ->
         best_dev_ndcg10=state.get("best"),
         final_metrics=final,
         data={**data.summary, "idf": idf_source},
+        model_step=model_step,
     )
     _write_card(config, result, model_dir)
+    from lsr.train.plots import plot_metrics
+
+    if (out / METRICS).is_file():
+        plot_metrics(out / METRICS, out / "metrics.png")
     (out / "result.json").write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(out / DEV_MODEL, ignore_errors=True)
+    shutil.rmtree(out / BEST_MODEL, ignore_errors=True)
     return result
 
 
@@ -702,6 +763,8 @@ def _write_card(config: TrainConfig, result: TrainResult, model_dir: Path) -> No
     )
     st, sp_, lo = config.student, config.sparsity, config.loss
     reg = "IDF-aware FLOPS reading (a)" if sp_.reading_a else sp_.regularizer
+    listings = [model_dir / "modules.json", *model_dir.glob("*/router_config.json")]
+    custom_module = any("lsr.train." in f.read_text(encoding="utf-8") for f in listings)
     lines = [
         f"# {model_dir.parent.name}: a learned sparse encoder trained with lsr",
         "",
@@ -727,8 +790,9 @@ def _write_card(config: TrainConfig, result: TrainResult, model_dir: Path) -> No
             {k: round(v, 4) if isinstance(v, float) else v for k, v in result.final_metrics.items()}
         ),
         "",
-        "Load with `SparseEncoder(path)` (sentence-transformers) or "
-        "`lsr.encoders.load_encoder(path)`. Full configuration: `train_config.yaml`.",
+        "Load with `lsr.encoders.load_encoder(path)` or `SparseEncoder(path"
+        + (", trust_remote_code=True" if custom_module else "")
+        + ")` (sentence-transformers). Full configuration: `train_config.yaml`.",
         "",
     ]
     (model_dir / "README.md").write_text("\n".join(lines), encoding="utf-8")

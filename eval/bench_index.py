@@ -7,6 +7,9 @@ are ratios taken in one run on one machine: absolute numbers are noisy here.
 Workloads
   scifact   the real SciFact vectors encoded by splade-tiny (5,183 docs) and its 1,109 queries,
             siamese (model-encoded) and inference-free (IDF) — docs quantised to 255 levels.
+  realtext  (with --realtext DIR) a vectors directory in the same layout, as written by
+            ``python -m eval.realtext encode``: WordNet + GCIDE definitions (310,496 short
+            documents) and 1,000 headword queries of both modes — docs quantised to 255 levels.
   synth-1m  eval/synthetic.py: 1,000,000 documents fitted to those vectors (df, length, weight),
             queries of both modes drawn the same way — docs quantised to 51 levels, because
             Anserini indexes an impact by repeating the term that many times (build time grows
@@ -18,6 +21,7 @@ Measured per workload and query mode: single-thread latency (p50, p99, mean) end
 index bytes per posting.
 
     python -m eval.bench_index [--docs 1000000] [--queries 200] [--no-lucene] [--out eval/results]
+                               [--realtext eval/work/realtext-splade-tiny]
 """
 
 from __future__ import annotations
@@ -136,12 +140,23 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def read_vectors_dir(path: Path, vocab: Vocabulary) -> tuple[SparseBatch, dict[str, SparseBatch]]:
+    """Documents and both query modes of a directory laid out as scifact-splade-tiny."""
+    docs = read_jsonl(path / "docs.jsonl.gz", vocab)
+    queries = {
+        "siamese": read_jsonl(path / "queries-siamese.jsonl.gz", vocab),
+        "inference-free": read_jsonl(path / "queries-idf.jsonl.gz", vocab),
+    }
+    return docs, queries
+
+
 def run_workload(
     name: str,
     docs: SparseBatch,
     queries: dict[str, SparseBatch],
     levels: int,
     args: argparse.Namespace,
+    work: Path | None = None,
 ) -> dict[str, Any]:
     print(f"\n== {name}: {len(docs):,} docs, {docs.matrix.nnz:,} postings", flush=True)
     result: dict[str, Any] = {
@@ -149,7 +164,7 @@ def run_workload(
         "postings": int(docs.matrix.nnz),
         "impact_levels": levels,
     }
-    work = WORK / name
+    work = WORK / name if work is None else work
     work.mkdir(parents=True, exist_ok=True)
 
     # bytes per posting of lsr built from the original float vectors
@@ -446,6 +461,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=REPO / "eval" / "results")
     parser.add_argument(
+        "--realtext",
+        type=Path,
+        default=None,
+        help="vectors directory (python -m eval.realtext encode): adds the realtext workload",
+    )
+    parser.add_argument(
         "--render", action="store_true", help="only redraw md/png from --out's JSON"
     )
     args = parser.parse_args(argv)
@@ -457,12 +478,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     vocab = Vocabulary.load(SHARED / "models" / "splade-tiny")
     workloads: dict[str, dict[str, Any]] = {}
-    real_docs = read_jsonl(VECTORS / "docs.jsonl.gz", vocab)
-    real_queries = {
-        "siamese": read_jsonl(VECTORS / "queries-siamese.jsonl.gz", vocab),
-        "inference-free": read_jsonl(VECTORS / "queries-idf.jsonl.gz", vocab),
-    }
+    real_docs, real_queries = read_vectors_dir(VECTORS, vocab)
     workloads["scifact"] = run_workload("scifact", real_docs, real_queries, 255, args)
+    if args.realtext is not None:
+        text_docs, text_queries = read_vectors_dir(args.realtext, vocab)
+        # eval/work/realtext is the BEIR collection itself: the indexes go next to it
+        workloads["realtext"] = run_workload(
+            "realtext", text_docs, text_queries, 255, args, work=WORK / "bench_index-realtext"
+        )
     fit = None
     if args.docs:
         from eval.synthetic import fit_report, generate_collection, generate_queries

@@ -216,6 +216,18 @@ def test_search_vector_prints_ranked_hits(small):
     assert "3 hits" in _stderr(result)
 
 
+def test_search_vector_blockmax_equals_exhaustive(small):
+    base = _invoke("search", small["index"], "--vector", '{"x": 1.0, "z": 1.0}', "-k", "3")
+    bmx = _invoke(
+        "search", small["index"], "--vector", '{"x": 1.0, "z": 1.0}', "-k", "3",
+        "--algorithm", "blockmax", "--heap-factor", "1.0",
+    )  # fmt: skip
+    assert base.exit_code == bmx.exit_code == 0, bmx.output
+    assert bmx.stdout == base.stdout
+    bad = _invoke("search", small["index"], "--vector", '{"x": 1}', "--heap-factor", "0.5")
+    assert bad.exit_code == 2 and "heap_factor" in bad.output
+
+
 def test_search_vector_only_matching_docs(small):
     result = _invoke("search", small["index"], "--vector", '{"w": 2}')
     _ok(result)

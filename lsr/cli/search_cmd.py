@@ -86,8 +86,19 @@ def search(
         bool, typer.Option(help="skip query terms outside the vocabulary")
     ] = False,
     algorithm: Annotated[
-        str, typer.Option(help="exhaustive (term-at-a-time) or maxscore (dynamic pruning)")
+        str,
+        typer.Option(
+            help="exhaustive (term-at-a-time), maxscore (dynamic pruning) or blockmax "
+            "(best-first block-max: fastest on real text)"
+        ),
     ] = "exhaustive",
+    heap_factor: Annotated[
+        float,
+        typer.Option(
+            help="blockmax only: stop when a block's bound x this falls below the k-th score; "
+            "1 = exact, below 1 = faster and approximate"
+        ),
+    ] = 1.0,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="TREC run file (default: stdout)")
     ] = None,
@@ -117,7 +128,7 @@ def search(
     _search_vectors(
         index_path, vector, queries, k=k, threads=threads, algorithm=algorithm,
         options={"min_weight": min_weight, "max_terms": max_terms,
-                 "unknown": "ignore" if ignore_unknown else "error"},
+                 "unknown": "ignore" if ignore_unknown else "error", "heap_factor": heap_factor},
         output=output, run_tag=run_tag, verify=verify,
     )  # fmt: skip
 

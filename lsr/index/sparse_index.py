@@ -22,7 +22,7 @@ from lsr.types import Hit, check_k
 from lsr.vocab import Vocabulary
 
 QueryLike = Mapping[str, float] | TermWeights | SparseBatch
-ALGORITHMS = ("exhaustive", "maxscore")
+ALGORITHMS = ("exhaustive", "maxscore", "blockmax")
 KERNEL_ARRAYS = kernels.IndexArrays._fields[3:]  # the stored arrays, in the tuple's order
 
 
@@ -81,9 +81,9 @@ class SparseIndex:
     """An immutable, memory-mapped inverted index over learned sparse vectors.
 
     Scoring is the dot product of query and document weights. ``search`` and ``batch_search``
-    (either algorithm, see :meth:`search_arrays`) return exactly the brute-force top-k
-    (``Q @ D.T`` over the stored weights): highest score first, equal scores by lower document
-    position, documents with score 0 never returned.
+    (any algorithm, see :meth:`search_arrays`; blockmax with its default ``heap_factor``) return
+    exactly the brute-force top-k (``Q @ D.T`` over the stored weights): highest score first,
+    equal scores by lower document position, documents with score 0 never returned.
     """
 
     def __init__(
@@ -287,20 +287,33 @@ class SparseIndex:
         return acc
 
     def search_arrays(
-        self, q: QueryArrays, k: int, *, algorithm: str = "exhaustive", threads: int | None = None
+        self,
+        q: QueryArrays,
+        k: int,
+        *,
+        algorithm: str = "exhaustive",
+        threads: int | None = None,
+        heap_factor: float = 1.0,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Top-k for prepared queries: (doc positions int64[n, k] padded -1, scores, hit counts).
 
-        ``algorithm``: "exhaustive" (term-at-a-time over every posting; the default, fastest on
-        every collection measured in eval/results/bench_index.md) or "maxscore" (pruning over
-        doc-id blocks; pays off where block and term bounds separate the top k from the rest).
-        Both return the same hits with bit-identical scores. ``threads``: for more than one
-        query, how many run in parallel (default: all cores).
+        ``algorithm``: "exhaustive" (term-at-a-time over every posting; the default),
+        "maxscore" (pruning over doc-id blocks; pays off where block and term bounds separate
+        the top k from the rest) or "blockmax" (best-first over doc-id blocks in descending
+        order of their upper bound; pays off where few blocks can reach the k-th score, as on
+        real text). All three return the same hits with bit-identical scores.
+        ``heap_factor`` (blockmax only, in (0, 1]): blockmax stops at the first block whose
+        bound x heap_factor is below the k-th score held; 1 is exact, smaller is faster and
+        approximate (hits may be missed; every hit returned carries its exact score).
+        ``threads``: for more than one query, how many run in parallel (default: all cores).
         """
-        return self._run(q, check_k(k), _check_algorithm(algorithm), threads)
+        algorithm = _check_algorithm(algorithm)
+        return self._run(
+            q, check_k(k), algorithm, threads, _check_heap_factor(heap_factor, algorithm)
+        )
 
     def _run(
-        self, q: QueryArrays, k: int, algorithm: str, threads: int | None
+        self, q: QueryArrays, k: int, algorithm: str, threads: int | None, heap_factor: float = 1.0
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = len(q.ptr) - 1
         k_eff = min(k, self.num_docs)
@@ -312,6 +325,10 @@ class SparseIndex:
                 acc = self._accumulator()
                 count = kernels.exhaustive_one(
                     q.terms, q.weights, k_eff, ix, lut, acc, docs[0], scores[0]
+                )
+            elif algorithm == "blockmax":
+                count = kernels.blockmax_one(
+                    q.terms, q.weights, k_eff, ix, lut, heap_factor, docs[0], scores[0]
                 )
             else:
                 count = kernels.maxscore_one(
@@ -325,6 +342,10 @@ class SparseIndex:
                         q.ptr, q.terms, q.weights, k_eff, ix, lut, numba.get_num_threads(),
                         docs, scores,
                     )  # fmt: skip
+                elif algorithm == "blockmax":
+                    counts = kernels.blockmax_batch(
+                        q.ptr, q.terms, q.weights, k_eff, ix, lut, heap_factor, docs, scores
+                    )
                 else:
                     counts = kernels.maxscore_batch(
                         q.ptr, q.terms, q.weights, k_eff, ix, lut, self.window_blocks, docs, scores
@@ -358,14 +379,17 @@ class SparseIndex:
         max_terms: int | None = None,
         unknown: str = "error",
         algorithm: str = "exhaustive",
+        heap_factor: float = 1.0,
     ) -> list[Hit]:
-        """Top-k hits for one query: ``{token: weight}``, TermWeights or a one-row SparseBatch."""
+        """Top-k hits for one query: ``{token: weight}``, TermWeights or a one-row SparseBatch.
+
+        ``algorithm`` and ``heap_factor``: see :meth:`search_arrays`."""
         k = check_k(k)
-        _check_algorithm(algorithm)
+        heap_factor = _check_heap_factor(heap_factor, _check_algorithm(algorithm))
         q = self.prepare_queries(query, min_weight=min_weight, max_terms=max_terms, unknown=unknown)
         if len(q.ptr) != 2:
             raise InputError(f"search takes one query, got {len(q.ptr) - 1}; use batch_search")
-        docs, scores, counts = self._run(q, k, algorithm, None)
+        docs, scores, counts = self._run(q, k, algorithm, None, heap_factor)
         return self._hits(docs[0], scores[0], int(counts[0]))
 
     def batch_search(
@@ -378,16 +402,19 @@ class SparseIndex:
         max_terms: int | None = None,
         unknown: str = "error",
         algorithm: str = "exhaustive",
+        heap_factor: float = 1.0,
     ) -> list[list[Hit]]:
-        """Top-k hits for many queries, in parallel over ``threads`` (default: all cores)."""
+        """Top-k hits for many queries, in parallel over ``threads`` (default: all cores).
+
+        ``algorithm`` and ``heap_factor``: see :meth:`search_arrays`."""
         k = check_k(k)
-        _check_algorithm(algorithm)
+        heap_factor = _check_heap_factor(heap_factor, _check_algorithm(algorithm))
         if threads is not None:
             check_k(threads, "threads")
         q = self.prepare_queries(
             queries, min_weight=min_weight, max_terms=max_terms, unknown=unknown
         )
-        docs, scores, counts = self._run(q, k, algorithm, threads)
+        docs, scores, counts = self._run(q, k, algorithm, threads, heap_factor)
         return [self._hits(docs[i], scores[i], int(counts[i])) for i in range(len(counts))]
 
 
@@ -395,3 +422,15 @@ def _check_algorithm(algorithm: str) -> str:
     if algorithm not in ALGORITHMS:
         raise InputError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
     return algorithm
+
+
+def _check_heap_factor(heap_factor: float, algorithm: str) -> float:
+    """``heap_factor`` as a float in (0, 1]; anything but 1 is refused for other algorithms."""
+    if isinstance(heap_factor, bool) or not isinstance(heap_factor, int | float | np.floating):
+        raise InputError(f"heap_factor must be a number in (0, 1], got {heap_factor!r}")
+    value = float(heap_factor)
+    if not (0.0 < value <= 1.0):  # also refuses NaN
+        raise InputError(f"heap_factor must lie in (0, 1], got {heap_factor!r}")
+    if value != 1.0 and algorithm != "blockmax":
+        raise InputError(f"heap_factor applies only to algorithm='blockmax', not {algorithm!r}")
+    return value

@@ -2,11 +2,13 @@
 
 ``layout``: the index as kernels take it (:class:`IndexArrays`); ``topk``: the hit heap;
 ``build``: postings from CSR; ``query``: one query checked and put in canonical order;
-``exhaustive`` and ``maxscore``: the two exact query algorithms; ``filtered``: exact top-k over
-an allowed set of documents (deletes, metadata filters); ``dense``: row-by-row inner products
-whose bits do not depend on the batch.
+``exhaustive`` and ``maxscore``: the two exact query algorithms; ``blockmax``: best-first
+block-max search (exact by default, approximate with ``heap_factor`` < 1); ``filtered``: exact
+top-k over an allowed set of documents (deletes, metadata filters); ``dense``: row-by-row inner
+products whose bits do not depend on the batch.
 """
 
+from lsr.index.kernels.blockmax import blockmax_batch, blockmax_one
 from lsr.index.kernels.build import encode_blocks, prune_terms_top_n, transpose_to_term_major
 from lsr.index.kernels.dense import row_dots
 from lsr.index.kernels.exhaustive import exhaustive_batch, exhaustive_one
@@ -19,6 +21,8 @@ __all__ = [
     "IndexArrays",
     "allowed_forward",
     "allowed_taat",
+    "blockmax_batch",
+    "blockmax_one",
     "canonical_query",
     "encode_blocks",
     "exhaustive_batch",

@@ -42,6 +42,7 @@ import numpy as np
 from eval.bench_live import BEIR, run_header
 from lsr.corpus import load_corpus, load_qrels, load_queries
 from lsr.metrics import evaluate, flops
+from lsr.train.trainer import exact_run
 
 MODEL = BEIR.parents[2] / "models" / "splade-tiny"
 WORK = Path("eval/work/train_scifact")
@@ -60,11 +61,7 @@ def score(encoder: Any, corpus: dict[str, str], queries: dict[str, str], qrels: 
     encode_seconds = time.perf_counter() - t0
     qids = sorted(q for q in queries if q in qrels)
     q = encoder.encode_query([queries[i] for i in qids], qids)
-    scores = (q.matrix @ docs.matrix.T).toarray()
-    run = {}
-    for row, qid in enumerate(qids):
-        top = np.argsort(-scores[row], kind="stable")[:100]
-        run[qid] = {ids[j]: float(scores[row, j]) for j in top if scores[row, j] > 0}
+    run = exact_run(q.matrix, docs.matrix, qids, ids)
     ev = evaluate({k: qrels[k] for k in qids}, run, ("ndcg_cut_10", "recall_100"))
     return {
         "ndcg@10": round(ev.mean["ndcg_cut_10"], 4),

@@ -91,6 +91,28 @@ def dev_slice(
     return DevSlice(queries, qrels, sorted(docs))
 
 
+def _summary(
+    d: Any,
+    train_ids: list[str],
+    n: int,
+    mined: Any,
+    dev_ids: list[str],
+    dev: DevSlice | None,
+    corpus: dict[str, str],
+) -> dict[str, Any]:
+    """The counts every data mode reports."""
+    return {
+        "queries": len(train_ids),
+        "examples": n,
+        "negatives": d.negatives,
+        "mining": d.mining,
+        "topped_up": mined.topped_up if mined is not None else 0,
+        "dev_queries": len(dev_ids),
+        "dev_docs": len(dev.doc_ids) if dev is not None else 0,
+        "corpus": len(corpus),
+    }
+
+
 def build_training_data(config: TrainConfig, teachers: Any = None) -> TrainingData:
     """Load the BEIR split, mine negatives and build the dataset (see the module docstring).
 
@@ -169,16 +191,9 @@ def build_training_data(config: TrainConfig, teachers: Any = None) -> TrainingDa
         dev = dev_slice(corpus, dev_queries, {q: dict(qrels[q]) for q in dev_ids}, d.dev_depth)
     summary = {
         "split": d.split,
-        "queries": len(train_ids),
-        "examples": n,
-        "negatives": d.negatives,
-        "mining": d.mining,
+        **_summary(d, train_ids, n, mined, dev_ids, dev, corpus),
         "dropped_unscored": dropped,
         "queries_without_teacher": len(missing),
-        "topped_up": mined.topped_up if mined is not None else 0,
-        "dev_queries": len(dev_ids),
-        "dev_docs": len(dev.doc_ids) if dev is not None else 0,
-        "corpus": len(corpus),
     }
     return TrainingData(
         dataset=Dataset.from_dict(rows),
@@ -252,14 +267,7 @@ def build_title_data(config: TrainConfig) -> TrainingData:
     summary = {
         "mode": d.mode,
         "titled_documents": len(qids),
-        "queries": len(train_ids),
-        "examples": n,
-        "negatives": d.negatives,
-        "mining": d.mining,
-        "topped_up": mined.topped_up if mined is not None else 0,
-        "dev_queries": len(dev_ids),
-        "dev_docs": len(dev.doc_ids) if dev is not None else 0,
-        "corpus": len(corpus),
+        **_summary(d, train_ids, n, mined, dev_ids, dev, corpus),
     }
     return TrainingData(
         dataset=Dataset.from_dict(rows),

@@ -401,6 +401,19 @@ def save_model(model: Any, target: Path, vocab_source: Path | None = None) -> Pa
 
 
 # -- dev evaluation -------------------------------------------------------------------------------
+def exact_run(
+    queries: Any, docs: Any, qids: list[str], doc_ids: list[str], depth: int = 100
+) -> dict[str, dict[str, float]]:
+    """A run from exact sparse dot products: each query's top ``depth`` documents with a
+    positive score (ties by position in ``doc_ids``)."""
+    scores = (queries @ docs.T).toarray()
+    run = {}
+    for i, q in enumerate(qids):
+        top = np.argsort(-scores[i], kind="stable")[:depth]
+        run[q] = {doc_ids[j]: float(scores[i, j]) for j in top if scores[i, j] > 0}
+    return run
+
+
 def evaluate_artifact(model_dir: Path, data: Any) -> dict[str, float]:
     """Dev metrics of a saved model, with lsr's own encoder and metrics (see the module doc)."""
     from lsr.encoders import load_encoder
@@ -411,11 +424,7 @@ def evaluate_artifact(model_dir: Path, data: Any) -> dict[str, float]:
     docs = encoder.encode_document([data.corpus[d] for d in dev.doc_ids], dev.doc_ids)
     qids = sorted(dev.queries)
     queries = encoder.encode_query([dev.queries[q] for q in qids], qids)
-    scores = (queries.matrix @ docs.matrix.T).toarray()
-    run = {}
-    for i, q in enumerate(qids):
-        top = np.argsort(-scores[i], kind="stable")[:100]
-        run[q] = {dev.doc_ids[j]: float(scores[i, j]) for j in top if scores[i, j] > 0}
+    run = exact_run(queries.matrix, docs.matrix, qids, dev.doc_ids)
     ev = evaluate(dev.qrels, run, ("ndcg_cut_10", "recall_100"))
     return {
         "dev_ndcg_cut_10": ev.mean["ndcg_cut_10"],

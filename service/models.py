@@ -148,6 +148,18 @@ class SearchRequest(Strict):
     fusion: Fusion = Field(default_factory=Fusion)
     prune: QueryPruning | None = Field(None, description="query-side pruning (sparse leg)")
     prf: PrfBody | None = Field(None, description="pseudo-relevance feedback (off by default)")
+    plan: Literal["auto", "taat", "forward", "blockmax"] = Field(
+        "auto",
+        description="sparse leg per segment: auto (the cheaper exact plan), taat, forward, or "
+        "blockmax (best block first; exact at heap_factor 1)",
+    )
+    heap_factor: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="blockmax only: stop when a block's bound x this falls below the k-th score "
+        "(1 exact; lower is faster and may miss hits, every returned score stays exact)",
+    )
     explain: bool = Field(
         False, description="per-term contributions; per-leg raw and normalised scores (hybrid)"
     )

@@ -112,6 +112,8 @@ class Searcher:
                 raise ClientError(400, "query weights must be finite and >= 0")
         if body.mode != "dense" and body.query is None and body.vector is None:
             raise ClientError(400, f"a {body.mode} search needs query (text) or vector")
+        if body.heap_factor != 1.0 and body.plan != "blockmax":
+            raise ClientError(400, "heap_factor applies only to plan 'blockmax'")
         if body.explain and body.prf is not None:
             raise ClientError(400, "explain describes first-round scores: not with prf")
         if body.mode == "hybrid" and body.fusion.depth < body.offset + body.limit:
@@ -145,7 +147,7 @@ class Searcher:
             hits = await run_in_threadpool(
                 collection.search, sparse, k,
                 filter=body.filter, mode=body.mode, dense=dense, fusion=fusion,
-                with_payload=payload, prf=prf,
+                with_payload=payload, prf=prf, plan=body.plan, heap_factor=body.heap_factor,
             )  # fmt: skip
         except UnknownTermError as exc:
             raise ClientError(400, str(exc)) from None

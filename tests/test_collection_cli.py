@@ -74,6 +74,16 @@ def test_create_add_search_delete_compact(collection: Path, tmp_path: Path) -> N
     assert (info["live_docs"], info["deleted_docs"], len(info["segments"])) == (9, 0, 1)
 
 
+def test_search_plan_blockmax_and_its_one_line_errors(collection: Path) -> None:
+    vector = '{"t1": 1.0, "t2": 0.7, "t5": 0.2}'
+    _, exact, _ = _run("search", collection, "--vector", vector, "-k", "5")
+    code, out, err = _run("search", collection, "--vector", vector, "-k", "5", "--plan", "blockmax")
+    assert code == 0 and out == exact, err
+    for bad, word in ((["--heap-factor", "0.5"], "heap_factor"), (["--plan", "wand"], "plan")):
+        code, out, err = _run("search", collection, "--vector", vector, *bad)
+        assert code != 0 and word in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_replacing_documents_is_idempotent(collection: Path, tmp_path: Path) -> None:
     code, _, err = _run("add", collection, tmp_path / "docs.jsonl")
     assert code == 0 and "added 20 documents (20 replaced)" in err

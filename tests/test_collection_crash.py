@@ -253,7 +253,7 @@ def check_searches(collection: Collection, model: Model, rng: random.Random) -> 
         k = rng.choice([2, 5, 50])
         flt = rng.choice([None, {"n": {"gte": 2}}, {"tag": "a"}, {"n": 1}])
         expected = brute_force(model, query, k, flt)
-        for plan in ("auto", "taat", "forward"):
+        for plan in ("auto", "taat", "forward", "blockmax"):
             hits = collection.search(query, k, filter=flt, plan=plan)
             assert [(h.doc_id, h.score) for h in hits] == expected, (query, flt, plan)
         if flt is not None:

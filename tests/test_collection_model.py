@@ -168,7 +168,7 @@ class CollectionMachine(RuleBasedStateMachine):
         self, query: dict[str, float], k: int, flt: dict[str, Any] | None
     ) -> None:
         expected = brute_force(self.model, query, k, flt)
-        for plan in ("auto", "taat", "forward"):
+        for plan in ("auto", "taat", "forward", "blockmax"):
             hits = self.collection.search(query, k, filter=flt, plan=plan)
             assert [(h.doc_id, h.score) for h in hits] == expected, plan
         if flt is not None:
@@ -217,12 +217,12 @@ def test_scores_are_the_same_in_every_part(tmp_path: Path) -> None:
         c.upsert([f"d{i}" for i in range(30)], vectors=vecs)
         in_buffer = c.search(query, 30)
         c.flush()
-        segment = [c.search(query, 30, plan=p) for p in ("taat", "forward")]
+        segment = [c.search(query, 30, plan=p) for p in ("taat", "forward", "blockmax")]
         c.upsert(["x"], vectors=[{"t0": 1.0}])
         c.flush()
         c.merge(everything=True)
         merged = [h for h in c.search(query, 31) if h.doc_id != "x"]
-    assert in_buffer == segment[0] == segment[1] == merged
+    assert in_buffer == segment[0] == segment[1] == segment[2] == merged
 
 
 @pytest.mark.parametrize("postings_from", [10**6, 16])
@@ -253,3 +253,43 @@ def test_write_search_interleaved_through_base_and_delta(
             assert [(h.doc_id, h.score) for h in c.search(query, 7)] == want
             assert len(c.snapshot().buffer_parts()) in (1, 2)
         assert len(c) == len(model)
+
+
+def test_blockmax_below_one_returns_exact_scores_and_refuses_bad_knobs(tmp_path: Path) -> None:
+    """plan="blockmax" with heap_factor < 1 over segments, deletes and a filter: every hit
+    returned carries its exact score and passes the filter; misuse is a clear InputError."""
+    from lsr.errors import InputError
+
+    rng = np.random.default_rng(5)
+    vocab = Vocabulary([f"t{i}" for i in range(200)], frozen=True)
+    with Collection.create(
+        tmp_path / "c", vocab=vocab, quantization="float32", schema={"n": "number"}
+    ) as c:
+        for part in range(3):  # three segments of 400 documents with topical structure
+            ids = [f"d{part}-{i}" for i in range(400)]
+            vecs = []
+            for _ in range(400):
+                topic = rng.integers(0, 10) * 20
+                terms = topic + rng.choice(20, 6, replace=False)
+                vecs.append({f"t{t}": float(rng.random()) + 0.01 for t in terms})
+            c.upsert(ids, vectors=vecs, metadata=[{"n": i % 3} for i in range(400)])
+            c.flush()
+        c.delete([f"d1-{i}" for i in range(0, 400, 7)])
+        exact_recall = []
+        for _ in range(20):
+            topic = rng.integers(0, 10) * 20
+            query = {f"t{t}": float(rng.random()) + 0.1 for t in topic + rng.choice(20, 4)}
+            flt = {"n": {"lte": 1}}
+            exact = c.search(query, 10, filter=flt, plan="taat")
+            assert c.search(query, 10, filter=flt, plan="blockmax") == exact
+            approx = c.search(query, 10, filter=flt, plan="blockmax", heap_factor=0.5)
+            every = {h.doc_id: h.score for h in c.search(query, 1200, filter=flt)}
+            assert all(every[h.doc_id] == h.score for h in approx)  # exact scores, filter kept
+            exact_recall.append(len({h.doc_id for h in approx} & {h.doc_id for h in exact}) / 10)
+        assert 0.8 <= np.mean(exact_recall) < 1.0  # measured 0.995: approximate, and close
+        with pytest.raises(InputError, match="heap_factor applies only"):
+            c.search(query, 10, heap_factor=0.9)
+        with pytest.raises(InputError, match="heap_factor must lie"):
+            c.search(query, 10, plan="blockmax", heap_factor=1.5)
+        with pytest.raises(InputError, match="plan must be one of"):
+            c.search(query, 10, plan="wand")

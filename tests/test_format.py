@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,7 +33,7 @@ def test_build_open_round_trip(small):
     assert [opened.doc_id(i) for i in range(len(docs))] == docs.ids
     assert opened.num_postings == docs.matrix.nnz
     m = opened.manifest
-    assert m["format"] == "lsr-sparse-index" and m["format_version"] == 1
+    assert m["format"] == "lsr-sparse-index" and m["format_version"] == 2
     assert m["vocab"]["sha256"] == docs.vocab.sha256
     assert m["build"]["block_size"] == 16 and m["quantization"]["dtype"] == "float32"
     assert all(isinstance(a, np.memmap) or a.base is not None for a in opened._a.values() if a.size)
@@ -40,18 +41,15 @@ def test_build_open_round_trip(small):
     a = opened._a
     rebuilt = np.zeros(docs.matrix.shape, dtype=np.float32)
     for t in range(len(opened.vocab)):
+        end = a["term_post_ptr"][t]
         for e in range(a["term_entry_ptr"][t], a["term_entry_ptr"][t + 1]):
-            start = a["term_post_ptr"][t] + a["entry_post_rel"][e]
-            end = (
-                a["term_post_ptr"][t] + a["entry_post_rel"][e + 1]
-                if e + 1 < a["term_entry_ptr"][t + 1]
-                else a["term_post_ptr"][t + 1]
-            )
+            start, end = end, end + int(a["entry_count"][e]) + 1
             for p in range(start, end):
                 rebuilt[int(a["entry_block"][e]) * 16 + int(a["post_offsets"][p]), t] = a[
                     "post_codes"
                 ][p]
                 assert a["post_codes"][p] <= a["entry_max"][e]
+        assert end == a["term_post_ptr"][t + 1]  # the counts add up to the term's postings
     np.testing.assert_array_equal(rebuilt, docs.matrix.toarray())
     np.testing.assert_array_equal(
         a["term_max"], docs.matrix.max(axis=0).toarray().ravel()
@@ -94,6 +92,60 @@ def test_manifest_tampering_and_version_are_detected(small):
         SparseIndex.open(index.path)
     with pytest.raises(IndexFormatError, match="no such index"):
         SparseIndex.open(index.path.parent / "nope")
+
+
+def _as_version_1(path):
+    """Rewrite an index the way lsr wrote version 1: per-entry posting starts, no counts."""
+    from lsr.index import format as fmt
+
+    manifest = json.loads((path / "manifest.json").read_text())
+    counts = np.load(path / "entry_count.npy").astype(np.int64) + 1
+    entry_ptr = np.load(path / "term_entry_ptr.npy")
+    rel = np.zeros(len(counts), dtype=np.uint32)
+    for t in range(len(entry_ptr) - 1):
+        a, b = entry_ptr[t], entry_ptr[t + 1]
+        rel[a:b] = np.concatenate([[0], np.cumsum(counts[a:b])[:-1]]) if b > a else []
+    (path / "entry_count.npy").unlink()
+    del manifest["arrays"]["entry_count"]
+    manifest["arrays"]["entry_post_rel"] = fmt.save_array(path, "entry_post_rel", rel)
+    fmt.finalize_manifest(path, manifest, format_version=1)
+    return rel
+
+
+def test_version_1_indexes_still_open_and_answer_the_same(tmp_path):
+    rng = np.random.default_rng(11)
+    docs = random_batch(rng, 300, 60, density=0.1)
+    queries = random_batch(rng, 20, 60, density=0.15)
+    new = SparseIndex.build(docs, tmp_path / "v2", block_size=8)
+    old_path = tmp_path / "v1"
+    shutil.copytree(new.path, old_path)
+    rel = _as_version_1(old_path)
+    assert rel.max() > 8  # terms span several entries: the starts really are relative offsets
+    old = SparseIndex.open(old_path)
+    assert old.manifest["format_version"] == 1
+    np.testing.assert_array_equal(old.array("entry_count"), new.array("entry_count"))
+    for algorithm in ("exhaustive", "maxscore", "blockmax"):
+        assert old.batch_search(queries, 10, algorithm=algorithm) == new.batch_search(
+            queries, 10, algorithm=algorithm
+        )
+
+
+def test_version_1_with_starts_that_do_not_fit_is_refused(tmp_path):
+    from lsr.index import format as fmt
+
+    rng = np.random.default_rng(12)
+    index = SparseIndex.build(
+        random_batch(rng, 100, 30, density=0.2), tmp_path / "v1", block_size=8
+    )
+    rel = _as_version_1(index.path)
+    manifest = json.loads((index.path / "manifest.json").read_text())
+    bad = rel.copy()
+    j = next(j for j in range(len(rel) - 1) if 0 < rel[j] < rel[j + 1])
+    bad[j] = rel[j + 1] + 1  # a start past the next one's: a negative count
+    fmt.save_array(index.path, "entry_post_rel", bad)
+    fmt.finalize_manifest(index.path, manifest, format_version=1)
+    with pytest.raises(IndexFormatError, match="version-1 entry"):
+        SparseIndex.open(index.path)
 
 
 def test_other_format_versions_are_refused(small):

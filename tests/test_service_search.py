@@ -247,3 +247,26 @@ def test_weighted_rrf_scales_each_legs_share(server: Server) -> None:
     assert [h["id"] for h in only_sparse["hits"]] == [h["id"] for h in sparse["hits"]]
     request["fusion"]["rrf_weights"] = [1.0, -1.0]
     assert server.call("POST", "/collections/c/search", request)[0] == 422
+
+
+def test_blockmax_plan_and_heap_factor_through_http_equal_the_library(server: Server) -> None:
+    _create(server)
+    collection = server.app.state.registry.get("c")
+    query = {"t1": 1.0, "t5": 0.75, "t7": 0.25, "t2": 0.5, "t4": 0.25}
+    exact = [(h.doc_id, h.score) for h in collection.search(query, 20)]
+    for heap_factor in (1.0, 0.6):
+        request = {"vector": query, "limit": 20, "plan": "blockmax", "heap_factor": heap_factor}
+        status, body = server.call("POST", "/collections/c/search", request)
+        assert status == 200, body
+        library = collection.search(query, 20, plan="blockmax", heap_factor=heap_factor)
+        assert _pairs(body) == [(h.doc_id, h.score) for h in library]
+        if heap_factor == 1.0:
+            assert _pairs(body) == exact
+        else:
+            assert set(_pairs(body)) <= set(exact) | {
+                (h.doc_id, h.score) for h in collection.search(query, 40)
+            }  # every score exact
+    for bad, field in (({"heap_factor": 0.9}, "heap_factor"), ({"plan": "wand"}, "plan"),
+                       ({"plan": "blockmax", "heap_factor": 0}, "heap_factor")):  # fmt: skip
+        status, body = server.call("POST", "/collections/c/search", {"vector": query, **bad})
+        assert status in (400, 422) and field in body["error"], (bad, body)

@@ -245,8 +245,21 @@ def search(
     mode: Annotated[str, typer.Option(help="sparse, dense or hybrid")] = "sparse",
     payload: Annotated[bool, typer.Option(help="print each hit's metadata and text")] = False,
     model: Annotated[str | None, typer.Option(help="where the query model is now")] = None,
+    plan: Annotated[
+        str,
+        typer.Option(
+            help="sparse search per segment: auto (the cheaper exact plan), taat, forward or "
+            "blockmax (best block first)"
+        ),
+    ] = "auto",
+    heap_factor: Annotated[
+        float,
+        typer.Option(
+            help="blockmax only: 1 = exact, below 1 = faster and approximate (scores stay exact)"
+        ),
+    ] = 1.0,
 ) -> None:
-    """Exact top-k over the live documents that match the filter."""
+    """Top-k over the live documents that match the filter (exact unless --heap-factor < 1)."""
     if (query is None) == (vector is None):
         raise InputError("give a query text or --vector (one of them)")
     q = query if query is not None else _json_arg(vector, "--vector")
@@ -255,7 +268,9 @@ def search(
     flt = _json_arg(filter_, "--filter")
     with _open(path, model) as collection:
         started = time.perf_counter()
-        hits = collection.search(q, k, filter=flt, mode=mode, with_payload=payload)
+        hits = collection.search(
+            q, k, filter=flt, mode=mode, with_payload=payload, plan=plan, heap_factor=heap_factor
+        )
         elapsed = time.perf_counter() - started
     for rank, hit in enumerate(hits, start=1):
         doc_id = hit.id if payload else hit.doc_id

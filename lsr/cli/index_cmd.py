@@ -95,6 +95,13 @@ def index_build(
     term_top_n: Annotated[
         int | None, typer.Option(help="keep each term's n heaviest postings")
     ] = None,
+    reorder: Annotated[
+        str,
+        typer.Option(
+            help="document-id order: none, or bp (recursive graph bisection: documents sharing "
+            "terms get nearby ids; a smaller index and faster blockmax)"
+        ),
+    ] = "none",
     overwrite: Annotated[bool, typer.Option(help="replace an existing index (atomically)")] = False,
     progress: Annotated[
         bool | None, typer.Option(help="show a progress bar (default: when stderr is a terminal)")
@@ -146,6 +153,7 @@ def index_build(
             "--vocab": vocab is not None,
             "--doc-top-k": doc_top_k is not None,
             "--term-top-n": term_top_n is not None,
+            "--reorder": reorder != "none",
             "--overwrite": overwrite,
         }
         given = [name for name, set_ in unsupported.items() if set_]
@@ -183,7 +191,11 @@ def index_build(
     quantization = quantization or "uint8"
     batch_size = batch_size or 8
     config = BuildConfig(
-        quantization=quantization, block_size=block_size, doc_top_k=doc_top_k, term_top_n=term_top_n
+        quantization=quantization,
+        block_size=block_size,
+        doc_top_k=doc_top_k,
+        term_top_n=term_top_n,
+        reorder=reorder,
     )
     if corpus is not None:
         if inputs:

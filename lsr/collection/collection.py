@@ -688,6 +688,7 @@ class Collection:
         with_payload: bool = False,
         plan: str = "auto",
         prf: PrfConfig | None = None,
+        heap_factor: float = 1.0,
     ) -> list[Hit] | list[Match]:
         """Exact top-k over the live documents matching ``filter`` (see docs/collections.md).
 
@@ -695,11 +696,15 @@ class Collection:
         model) or "hybrid" (both, fused by ``fusion``, an :class:`lsr.retrieval.FusionConfig`).
         ``with_payload`` returns :class:`Match` with text and metadata. ``prf``: pseudo-relevance
         feedback (:class:`lsr.collection.prf.PrfConfig`), a second round from the first's top m.
+        ``plan``: "auto" (the cheaper exact plan per segment), "taat", "forward" or "blockmax"
+        (best-first block-max per segment: exact at ``heap_factor`` 1, faster and approximate
+        below; every score returned is exact).
         """
         snap = self._snapshot
         return run_search(
             self, snap, snap.schema, self.store.fetch, query, k, filter=filter, mode=mode,
             dense=dense, fusion=fusion, with_payload=with_payload, plan=plan, prf=prf,
+            heap_factor=heap_factor,
         )  # fmt: skip
 
     def commit(self, op: records.Op) -> WriteResult:

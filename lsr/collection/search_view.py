@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from lsr.collection.queries import in_term_order
+from lsr.collection.scoring import make_plan
 from lsr.errors import InputError
 from lsr.types import Hit, check_k
 
@@ -23,7 +24,7 @@ MODES = ("sparse", "dense", "hybrid")
 
 class View(Protocol):
     def search_sparse(
-        self, terms: np.ndarray, weights: np.ndarray, k: int, flt: Any = None, *, plan: str = ...
+        self, terms: np.ndarray, weights: np.ndarray, k: int, flt: Any = None, *, plan: Any = ...
     ) -> list[tuple[str, float]]: ...
 
     def search_dense(
@@ -32,7 +33,7 @@ class View(Protocol):
 
 
 def sparse_hits(
-    owner: Any, view: View, query: Any, k: int, flt: Any, plan: str
+    owner: Any, view: View, query: Any, k: int, flt: Any, plan: Any
 ) -> list[tuple[str, float]]:
     """The exact sparse top k of ``query`` (text, ``{token: weight}`` or TermWeights)."""
     if query is None:
@@ -50,7 +51,7 @@ def search_view(
     mode: str,
     dense: Any,
     fusion: Any,
-    plan: str,
+    plan: Any,
 ) -> list[tuple[str, float]]:
     """(id, score) of the top ``k`` (``k`` and ``mode`` already checked): sparse, dense, or
     both legs at ``max(k, fusion.depth)`` fused by ``fusion`` (a ``lsr.retrieval.FusionConfig``).
@@ -84,8 +85,9 @@ def run_search(
     dense: Any,
     fusion: Any,
     with_payload: bool,
-    plan: str,
+    plan: Any,
     prf: Any,
+    heap_factor: float = 1.0,
 ) -> list[Any]:
     """A collection's ``search`` (arguments as :meth:`lsr.collection.Collection.search`) over
     ``view``, filters parsed against ``schema``, payloads from ``fetch(ids)``; the same for a
@@ -95,6 +97,7 @@ def run_search(
     from lsr.collection.prf import prf_search
 
     k = check_k(k)
+    plan = make_plan(plan, heap_factor)
     if mode not in MODES:
         raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     flt = None if filter is None else parse_filter(filter, schema)

@@ -20,7 +20,7 @@ import numpy as np
 
 from lsr.collection.filters import Filter
 from lsr.collection.schema import Schema
-from lsr.collection.scoring import PLANS, Scorable, top_k
+from lsr.collection.scoring import Scorable, SearchPlan, make_plan, top_k
 from lsr.collection.segment import Segment, id_keys
 from lsr.collection.table import DocTable
 from lsr.index import kernels
@@ -268,11 +268,11 @@ class Snapshot:
         k: int,
         flt: Filter | None = None,
         *,
-        plan: str = "auto",
+        plan: str | SearchPlan = "auto",
     ) -> list[tuple[str, float]]:
-        """Exact top k as (id, score); ``terms`` int32 ascending, ``weights`` float32 > 0."""
-        if plan not in PLANS:
-            raise ValueError(f"plan must be one of {PLANS}")
+        """Top k as (id, score) (exact unless ``plan`` is blockmax below 1); ``terms`` int32
+        ascending, ``weights`` float32 > 0."""
+        plan = make_plan(plan)
         hits: list[tuple[str, float]] = []
         scale = np.float32(self.codec.score_scale)
         for view in self.segments:

@@ -13,7 +13,7 @@ import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from lsr import __version__
 from lsr.errors import InputError
 from lsr.index import format as fmt
-from lsr.index import kernels
+from lsr.index import kernels, reorder
 from lsr.index.quantization import Codec, Quantization
 from lsr.sparse import SparseBatch
 from lsr.vocab import Vocabulary
@@ -40,6 +40,12 @@ class BuildConfig(BaseModel):
     )
     term_top_n: int | None = Field(
         None, ge=1, description="keep only each term's n heaviest postings"
+    )
+    reorder: Literal["none", "bp"] = Field(
+        "none",
+        description="document-id order: 'bp' clusters documents sharing terms (recursive graph"
+        " bisection) for fewer block entries and tighter block bounds; results carry external"
+        " ids, so only the order of exactly tied scores (internal position) can change",
     )
 
 
@@ -73,12 +79,12 @@ def in_memory_postings(
     term_ptr, post_docs, post_codes = kernels.transpose_to_term_major(indptr, terms, codes, n_terms)
     n_blocks = -(-n_docs // block_size)
     block_dtype = np.uint16 if n_blocks <= 1 << 16 else np.int32
-    term_entry_ptr, entry_block, entry_max, entry_post_rel, post_offsets = kernels.encode_blocks(
+    term_entry_ptr, entry_block, entry_max, entry_count, post_offsets = kernels.encode_blocks(
         term_ptr, post_docs, post_codes, block_size, block_dtype
     )
     return kernels.IndexArrays(
         n_docs, n_blocks, block_size, term_entry_ptr, term_ptr,
-        term_maxima(term_entry_ptr, entry_max), entry_block, entry_max, entry_post_rel,
+        term_maxima(term_entry_ptr, entry_max), entry_block, entry_max, entry_count,
         post_offsets, post_codes,
     )  # fmt: skip
 
@@ -172,6 +178,12 @@ def build(
         codes[pos : pos + len(t)] = codec.encode(w)
         pos += len(t)
 
+    if config.reorder == "bp":
+        if extra_arrays:  # they hold rows in input order, which reordering would break
+            raise InputError("reorder='bp' cannot be combined with extra_arrays")
+        order = reorder.bp_order(indptr, terms, n_terms, align=config.block_size, progress=progress)
+        indptr, terms, codes = reorder.permute_rows(indptr, terms, codes, order)
+        ids = [ids[i] for i in order]
     term_ptr, post_docs, post_codes = kernels.transpose_to_term_major(indptr, terms, codes, n_terms)
     del terms, codes, indptr
     if config.term_top_n is not None:
@@ -181,7 +193,7 @@ def build(
     n_blocks = -(-n_docs // config.block_size)
     block_dtype = np.uint16 if n_blocks <= 1 << 16 else np.int32
     entries = kernels.encode_blocks(term_ptr, post_docs, post_codes, config.block_size, block_dtype)
-    term_entry_ptr, entry_block, entry_max, entry_post_rel, post_offsets = entries
+    term_entry_ptr, entry_block, entry_max, entry_count, post_offsets = entries
     del post_docs
     term_max = term_maxima(term_entry_ptr, entry_max)
     nonempty = np.diff(term_entry_ptr) > 0
@@ -213,7 +225,7 @@ def build(
             "entry_block": entry_block,
             "entry_max": entry_max,
             "term_post_ptr": term_ptr,
-            "entry_post_rel": entry_post_rel,
+            "entry_count": entry_count,
             "post_offsets": post_offsets,
             "post_codes": post_codes,
             "term_max": term_max,

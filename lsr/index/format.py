@@ -25,7 +25,10 @@ from lsr.errors import IndexFormatError, InputError
 from lsr.io import fsync_path, sha256_file
 
 FORMAT_NAME = "lsr-sparse-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 stored each entry's posting start (uint32 ``entry_post_rel``); version 2 its count
+# (uint8 ``entry_count``). Version 1 indexes still open (the counts are derived in memory).
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 _STAGING_MARK = ".lsr-staging-"
 
@@ -197,9 +200,10 @@ def read_manifest(
     directory: str | Path,
     *,
     format_name: str = FORMAT_NAME,
-    format_version: int = FORMAT_VERSION,
+    format_version: int | tuple[int, ...] = READABLE_VERSIONS,
 ) -> dict[str, Any]:
-    """Read and check ``manifest.json``: its format name, its own checksum and its version."""
+    """Read and check ``manifest.json``: its format name, its own checksum and its version
+    (``format_version``: the one, or the ones, this reader takes)."""
     directory = Path(directory)
     path = directory / MANIFEST
     if not directory.exists():
@@ -223,10 +227,12 @@ def read_manifest(
         raise IndexFormatError(
             f"{path}: manifest checksum mismatch (the file was modified or corrupted)"
         )
-    if manifest.get("format_version") != format_version:
+    readable = (format_version,) if isinstance(format_version, int) else format_version
+    if manifest.get("format_version") not in readable:
+        versions = " or ".join(map(str, readable))
         raise IndexFormatError(
             f"{path}: format version {manifest.get('format_version')} is not supported "
-            f"(this lsr reads version {format_version}); rebuild the index"
+            f"(this lsr reads version {versions}); rebuild the index"
         )
     return manifest
 
@@ -252,7 +258,7 @@ def open_arrays(
     *,
     verify: bool = True,
     format_name: str = FORMAT_NAME,
-    format_version: int = FORMAT_VERSION,
+    format_version: int | tuple[int, ...] = READABLE_VERSIONS,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read the manifest, check the files and memory-map every array read-only."""
     directory = Path(directory)

@@ -24,6 +24,7 @@ from lsr.vocab import Vocabulary
 QueryLike = Mapping[str, float] | TermWeights | SparseBatch
 ALGORITHMS = ("exhaustive", "maxscore", "blockmax")
 KERNEL_ARRAYS = kernels.IndexArrays._fields[3:]  # the stored arrays, in the tuple's order
+_EVERYONE = np.zeros(0, dtype=np.uint8)  # blockmax's "no allowed mask"
 
 
 class QueryArrays(NamedTuple):
@@ -47,6 +48,21 @@ def _numba_threads(threads: int | None) -> Iterator[None]:
         numba.set_num_threads(previous)
 
 
+def _counts_from_starts(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A version-1 index's entry counts (postings - 1) from its per-entry posting starts."""
+    try:
+        entry_ptr, post_ptr = arrays["term_entry_ptr"], arrays["term_post_ptr"]
+        rel = arrays.pop("entry_post_rel")
+        term_of_entry = np.repeat(np.arange(len(entry_ptr) - 1), np.diff(entry_ptr))
+        starts = post_ptr[term_of_entry] + rel
+        counts = np.diff(np.append(starts, post_ptr[-1])) - 1
+    except (KeyError, ValueError, IndexError) as exc:
+        raise fmt.IndexFormatError(f"{path}: version-1 entry arrays do not fit ({exc})") from None
+    if counts.size and (counts.min() < 0 or counts.max() > 255):
+        raise fmt.IndexFormatError(f"{path}: version-1 entry starts are not increasing")
+    return dict(arrays, entry_count=counts.astype(np.uint8))
+
+
 def _check_layout(path: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Refuse arrays that do not fit together (damaged or foreign index) before any kernel runs."""
     try:
@@ -59,7 +75,7 @@ def _check_layout(path: Path, manifest: dict[str, Any], arrays: dict[str, np.nda
             "term_max": (codes, n_terms),
             "entry_block": (None, n_entries),
             "entry_max": (codes, n_entries),
-            "entry_post_rel": (np.dtype(np.uint32), n_entries),
+            "entry_count": (np.dtype(np.uint8), n_entries),
             "post_offsets": (np.dtype(np.uint8), n_postings),
             "post_codes": (codes, n_postings),
             "doc_ids": (None, n_docs),
@@ -124,7 +140,7 @@ class SparseIndex:
         """Build an index at ``path`` from one batch or a stream of batches, and open it.
 
         ``options`` are :class:`BuildConfig` fields: quantization, block_size, doc_top_k,
-        term_top_n.
+        term_top_n, reorder.
         """
         config = config or BuildConfig(**options)
         batches = [docs] if isinstance(docs, SparseBatch) else docs
@@ -143,6 +159,8 @@ class SparseIndex:
         ``vocab``: the vocabulary already in memory, used when the index's is the same one."""
         path = Path(path)
         manifest, arrays = fmt.open_arrays(path, verify=verify)
+        if manifest["format_version"] == 1:
+            arrays = _counts_from_starts(path, arrays)
         _check_layout(path, manifest, arrays)
         if vocab is None or vocab.sha256 != manifest["vocab"]["sha256"]:
             vocab = Vocabulary.load(path / manifest["files"]["vocab"]["file"])
@@ -309,7 +327,7 @@ class SparseIndex:
         """
         algorithm = _check_algorithm(algorithm)
         return self._run(
-            q, check_k(k), algorithm, threads, _check_heap_factor(heap_factor, algorithm)
+            q, check_k(k), algorithm, threads, check_heap_factor(heap_factor, algorithm)
         )
 
     def _run(
@@ -328,7 +346,7 @@ class SparseIndex:
                 )
             elif algorithm == "blockmax":
                 count = kernels.blockmax_one(
-                    q.terms, q.weights, k_eff, ix, lut, heap_factor, docs[0], scores[0]
+                    q.terms, q.weights, k_eff, ix, lut, heap_factor, _EVERYONE, docs[0], scores[0]
                 )
             else:
                 count = kernels.maxscore_one(
@@ -385,7 +403,7 @@ class SparseIndex:
 
         ``algorithm`` and ``heap_factor``: see :meth:`search_arrays`."""
         k = check_k(k)
-        heap_factor = _check_heap_factor(heap_factor, _check_algorithm(algorithm))
+        heap_factor = check_heap_factor(heap_factor, _check_algorithm(algorithm))
         q = self.prepare_queries(query, min_weight=min_weight, max_terms=max_terms, unknown=unknown)
         if len(q.ptr) != 2:
             raise InputError(f"search takes one query, got {len(q.ptr) - 1}; use batch_search")
@@ -408,7 +426,7 @@ class SparseIndex:
 
         ``algorithm`` and ``heap_factor``: see :meth:`search_arrays`."""
         k = check_k(k)
-        heap_factor = _check_heap_factor(heap_factor, _check_algorithm(algorithm))
+        heap_factor = check_heap_factor(heap_factor, _check_algorithm(algorithm))
         if threads is not None:
             check_k(threads, "threads")
         q = self.prepare_queries(
@@ -424,8 +442,9 @@ def _check_algorithm(algorithm: str) -> str:
     return algorithm
 
 
-def _check_heap_factor(heap_factor: float, algorithm: str) -> float:
-    """``heap_factor`` as a float in (0, 1]; anything but 1 is refused for other algorithms."""
+def check_heap_factor(heap_factor: float, algorithm: str) -> float:
+    """``heap_factor`` as a float in (0, 1]; anything but 1 is refused for other algorithms
+    (InputError). Collections check their ``plan`` the same way."""
     if isinstance(heap_factor, bool) or not isinstance(heap_factor, int | float | np.floating):
         raise InputError(f"heap_factor must be a number in (0, 1], got {heap_factor!r}")
     value = float(heap_factor)

@@ -55,7 +55,7 @@ class ShardView(Protocol):
 
     def search_sparse(
         self, terms: np.ndarray, weights: np.ndarray, k: int, flt: Filter | None = None, *,
-        plan: str = "auto",
+        plan: Any = "auto",
     ) -> Pairs: ...  # fmt: skip
 
     def search_dense(self, vector: np.ndarray, k: int, flt: Filter | None = None) -> Pairs: ...
@@ -154,7 +154,7 @@ class ShardedView:
 
     def search_sparse(
         self, terms: np.ndarray, weights: np.ndarray, k: int, flt: Filter | None = None, *,
-        plan: str = "auto",
+        plan: Any = "auto",
     ) -> Pairs:  # fmt: skip
         lists = self._each(lambda p: p.search_sparse(terms, weights, k, flt, plan=plan))
         return best_hits(list(itertools.chain.from_iterable(lists)), k)
@@ -327,12 +327,14 @@ class ShardedCollection:
         with_payload: bool = False,
         plan: str = "auto",
         prf: PrfConfig | None = None,
+        heap_factor: float = 1.0,
     ) -> list[Hit] | list[Match]:
         """Exact top-k over every shard, equal to one collection's (arguments as
         :meth:`Collection.search`)."""
         return run_search(
             self, self.snapshot(), self._schema, self._fetch, query, k, filter=filter, mode=mode,
             dense=dense, fusion=fusion, with_payload=with_payload, plan=plan, prf=prf,
+            heap_factor=heap_factor,
         )  # fmt: skip
 
     def _fetch(self, ids: Sequence[str]) -> dict[str, tuple[str | None, dict[str, Any] | None]]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from lsr.index.kernels.layout import OPTS, decode, entry_end
+from lsr.index.kernels.layout import OPTS, decode, entry_len
 from lsr.index.kernels.topk import heap_push, heap_sorted
 
 
@@ -46,10 +46,11 @@ def _sift_down(ub, blocks, i, n):
 
 @njit(**OPTS)
 def block_bounds(q_terms, q_weights, ix, lut):
-    """Per-block upper bounds and the entry of each query term in each block.
+    """Per-block upper bounds and where each query term's postings in each block are.
 
-    Returns (``ub`` float32[n_blocks], ``entry_of`` int32[n_blocks, m]): ``entry_of[b, i]`` is
-    query term i's entry in block b relative to the term's first entry, -1 if it has none.
+    Returns (``ub`` float32[n_blocks], ``start_of`` int64[n_blocks, m], ``len_of``
+    int32[n_blocks, m]): query term i's postings in block b are ``start_of[b, i]`` and the
+    ``len_of[b, i]`` after it (0: none).
 
     ``ub[b]`` adds ``w_i x decode(entry_max)`` over the query terms with an entry in block b, in
     float32 and in query order: the order in which a document's score adds ``w_i x decode(code)``
@@ -60,22 +61,29 @@ def block_bounds(q_terms, q_weights, ix, lut):
     """
     m = q_terms.shape[0]
     ub = np.zeros(ix.n_blocks, dtype=np.float32)
-    entry_of = np.full((ix.n_blocks, m), -1, dtype=np.int32)
+    start_of = np.empty((ix.n_blocks, m), dtype=np.int64)
+    len_of = np.zeros((ix.n_blocks, m), dtype=np.int32)
     term_entry_ptr, entry_block, entry_max = ix.term_entry_ptr, ix.entry_block, ix.entry_max
     for i in range(m):
         t = q_terms[i]
         w = q_weights[i]
-        first = term_entry_ptr[t]
-        for e in range(first, term_entry_ptr[t + 1]):
+        p = ix.term_post_ptr[t]
+        for e in range(term_entry_ptr[t], term_entry_ptr[t + 1]):
             b = np.int64(entry_block[e])
             ub[b] += w * decode(entry_max, lut, e)
-            entry_of[b, i] = e - first
-    return ub, entry_of
+            start_of[b, i] = p
+            n = entry_len(ix, e)
+            len_of[b, i] = n
+            p += n
+    return ub, start_of, len_of
 
 
 @njit(**OPTS)
-def blockmax_one(q_terms, q_weights, k, ix, lut, heap_factor, out_docs, out_scores):
+def blockmax_one(q_terms, q_weights, k, ix, lut, heap_factor, allowed, out_docs, out_scores):
     """Top-k by best-first block-max search (exact when ``heap_factor`` is 1).
+
+    ``allowed``: uint8 per document, 0 = never returned (deletes, filters); an empty array
+    allows every document. Bounds still count the documents left out: they stay upper bounds.
 
     Blocks with a positive bound go into a max-heap by bound; each popped block is scored
     exactly (per document, the query terms in query order: bit-identical to the exhaustive
@@ -89,10 +97,8 @@ def blockmax_one(q_terms, q_weights, k, ix, lut, heap_factor, out_docs, out_scor
     if m == 0:
         return 0
     block_size = ix.block_size
-    term_entry_ptr, term_post_ptr = ix.term_entry_ptr, ix.term_post_ptr
-    entry_post_rel = ix.entry_post_rel
     post_offsets, post_codes = ix.post_offsets, ix.post_codes
-    ub, entry_of = block_bounds(q_terms, q_weights, ix, lut)
+    ub, start_of, len_of = block_bounds(q_terms, q_weights, ix, lut)
     # max-heap of the blocks with a positive bound (heapify: linear; only visited blocks pop)
     n = 0
     for b in range(ix.n_blocks):
@@ -112,7 +118,9 @@ def blockmax_one(q_terms, q_weights, k, ix, lut, heap_factor, out_docs, out_scor
     heap_d = np.empty(k, dtype=np.int32)
     size = 0
     acc = np.zeros(block_size, dtype=np.float32)
+    least = np.float32(np.nextafter(np.float32(0.0), np.float32(1.0)))  # smallest positive
     factor = np.float32(heap_factor)
+    masked = allowed.shape[0] > 0
     while n > 0:
         bound = h_ub[0]
         b = np.int64(h_block[0])
@@ -129,32 +137,33 @@ def blockmax_one(q_terms, q_weights, k, ix, lut, heap_factor, out_docs, out_scor
             if reach == heap_s[0] and doc0 > heap_d[0]:
                 continue
         for i in range(m):
-            rel = entry_of[b, i]
-            if rel < 0:
-                continue
-            t = q_terms[i]
             w = q_weights[i]
-            e = term_entry_ptr[t] + rel
-            for p in range(term_post_ptr[t] + entry_post_rel[e], entry_end(ix, e, t)):
+            start = start_of[b, i]
+            for p in range(start, start + len_of[b, i]):
                 acc[post_offsets[p]] += w * decode(post_codes, lut, p)
+        # one well-predicted branch per document (see exhaustive_one): any positive score
+        # until k hits are held, then scores reaching the k-th (heap_push settles ties)
         for o in range(block_size):
             s = acc[o]
-            if s > 0.0:
-                acc[o] = 0.0
-                if size < k or s >= heap_s[0]:
-                    size = heap_push(heap_s, heap_d, size, k, s, np.int32(doc0 + o))
+            acc[o] = 0.0
+            if s >= least and (not masked or allowed[doc0 + o] != 0):
+                size = heap_push(heap_s, heap_d, size, k, s, np.int32(doc0 + o))
+                if size == k:
+                    least = heap_s[0]
     heap_sorted(heap_s, heap_d, size, out_docs, out_scores)
     return size
 
 
 @njit(parallel=True, **OPTS)
 def blockmax_batch(q_ptr, q_terms, q_weights, k, ix, lut, heap_factor, out_docs, out_scores):
-    """All queries in parallel, one query per thread at a time."""
+    """All queries in parallel, one query per thread at a time (every document allowed)."""
     n_queries = q_ptr.shape[0] - 1
     counts = np.zeros(n_queries, dtype=np.int64)
+    everyone = np.zeros(0, dtype=np.uint8)
     for qi in prange(n_queries):
         a, b = q_ptr[qi], q_ptr[qi + 1]
         counts[qi] = blockmax_one(
-            q_terms[a:b], q_weights[a:b], k, ix, lut, heap_factor, out_docs[qi], out_scores[qi]
-        )
+            q_terms[a:b], q_weights[a:b], k, ix, lut, heap_factor, everyone, out_docs[qi],
+            out_scores[qi],
+        )  # fmt: skip
     return counts

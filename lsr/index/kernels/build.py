@@ -60,7 +60,7 @@ def prune_terms_top_n(term_ptr, post_docs, post_codes, top_n):
 
 @njit(**OPTS)
 def encode_blocks(term_ptr, post_docs, post_codes, block_size, block_dtype):
-    """Group each term's postings by doc-id block: entries with block ids, maxima and offsets."""
+    """Group each term's postings by doc-id block: entries with block ids, maxima and counts."""
     n_terms = term_ptr.shape[0] - 1
     term_entry_ptr = np.zeros(n_terms + 1, dtype=np.int64)
     for t in range(n_terms):
@@ -75,7 +75,7 @@ def encode_blocks(term_ptr, post_docs, post_codes, block_size, block_dtype):
     n_entries = term_entry_ptr[n_terms]
     entry_block = np.empty(n_entries, dtype=block_dtype)
     entry_max = np.zeros(n_entries, dtype=post_codes.dtype)
-    entry_post_rel = np.empty(n_entries, dtype=np.uint32)
+    entry_count = np.zeros(n_entries, dtype=np.uint8)
     post_offsets = np.empty(post_docs.shape[0], dtype=np.uint8)
     e = -1
     for t in range(n_terms):
@@ -86,9 +86,10 @@ def encode_blocks(term_ptr, post_docs, post_codes, block_size, block_dtype):
             if blk != last:
                 e += 1
                 entry_block[e] = blk
-                entry_post_rel[e] = p - term_ptr[t]
                 last = blk
+            else:
+                entry_count[e] += 1  # postings - 1: a block holds at most 256 documents
             post_offsets[p] = doc - blk * block_size
             if post_codes[p] > entry_max[e]:
                 entry_max[e] = post_codes[p]
-    return term_entry_ptr, entry_block, entry_max, entry_post_rel, post_offsets
+    return term_entry_ptr, entry_block, entry_max, entry_count, post_offsets

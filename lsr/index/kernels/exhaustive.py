@@ -19,16 +19,14 @@ def accumulate(q_terms, q_weights, ix, lut, acc):
     """Add ``weight x code`` of every posting of every query term to ``acc``, in query order."""
     block_size = ix.block_size
     term_entry_ptr, term_post_ptr = ix.term_entry_ptr, ix.term_post_ptr
-    entry_block, entry_post_rel = ix.entry_block, ix.entry_post_rel
+    entry_block, entry_count = ix.entry_block, ix.entry_count
     post_offsets, post_codes = ix.post_offsets, ix.post_codes
     for i in range(q_terms.shape[0]):
         t = q_terms[i]
         w = q_weights[i]
-        e_end = term_entry_ptr[t + 1]
-        term_start = term_post_ptr[t]
-        p = term_start
-        for e in range(term_entry_ptr[t], e_end):
-            end = term_start + entry_post_rel[e + 1] if e + 1 < e_end else term_post_ptr[t + 1]
+        p = term_post_ptr[t]
+        for e in range(term_entry_ptr[t], term_entry_ptr[t + 1]):
+            end = p + np.int64(entry_count[e]) + 1
             base = np.int64(entry_block[e]) * block_size
             while p < end:
                 acc[base + post_offsets[p]] += w * decode(post_codes, lut, p)
@@ -42,17 +40,26 @@ def exhaustive_one(q_terms, q_weights, k, ix, lut, acc, out_docs, out_scores):
     ``acc`` is a float32 accumulator over all documents that must be all zeros on entry; the
     selection scan leaves it all zeros again, so a caller can keep one per thread (a fresh 4 MB
     array per query costs a quarter of the query at a million documents).
+
+    The scan clears every slot unconditionally and branches only on ``s > threshold`` (0 until
+    k hits are held, then the k-th score): rarely true, so well predicted. Branching on
+    ``s > 0`` first mispredicted on every other document where half of them match and cost 4-5x
+    the whole scan (0.34 vs 0.08 ms over 310k documents). Scanning only the blocks the query
+    touched does not help: real queries, even 4-term inference-free ones whose common word
+    pieces reach 99 % of blocks, touch nearly all of them.
     """
     accumulate(q_terms, q_weights, ix, lut, acc)
     heap_s = np.empty(k, dtype=np.float32)
     heap_d = np.empty(k, dtype=np.int32)
     size = 0
+    threshold = np.float32(0.0)
     for d in range(ix.n_docs):
         s = acc[d]
-        if s > 0.0:
-            acc[d] = 0.0
-            if size < k or s > heap_s[0]:
-                size = heap_push(heap_s, heap_d, size, k, s, d)
+        acc[d] = 0.0
+        if s > threshold:  # strictly: a tie with the k-th score keeps the lower document
+            size = heap_push(heap_s, heap_d, size, k, s, d)
+            if size == k:
+                threshold = heap_s[0]
     heap_sorted(heap_s, heap_d, size, out_docs, out_scores)
     return size
 

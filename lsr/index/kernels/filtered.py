@@ -25,19 +25,22 @@ from lsr.index.kernels.topk import heap_push, heap_sorted
 
 @njit(**OPTS)
 def allowed_taat(q_terms, q_weights, k, ix, lut, allowed, acc, out_docs, out_scores):
-    """Top k of the documents with ``allowed[d] != 0``; ``acc`` zeroed on entry and on exit."""
+    """Top k of the documents with ``allowed[d] != 0``; ``acc`` zeroed on entry and on exit.
+
+    The scan is :func:`exhaustive_one`'s (no branch on ``s > 0``), the mask tested after the
+    threshold: rarely reached once k hits are held, so both branches predict well."""
     accumulate(q_terms, q_weights, ix, lut, acc)
     heap_s = np.empty(k, dtype=np.float32)
     heap_d = np.empty(k, dtype=np.int32)
     size = 0
+    threshold = np.float32(0.0)
     for d in range(ix.n_docs):
         s = acc[d]
-        if s > 0.0:
-            acc[d] = 0.0
-            # the bound first: rarely true once the heap is full, so the branch predicts well
-            # (a random mask tested first mispredicts on every other document)
-            if (size < k or s > heap_s[0]) and allowed[d] != 0:
-                size = heap_push(heap_s, heap_d, size, k, s, d)
+        acc[d] = 0.0
+        if s > threshold and allowed[d] != 0:
+            size = heap_push(heap_s, heap_d, size, k, s, d)
+            if size == k:
+                threshold = heap_s[0]
     heap_sorted(heap_s, heap_d, size, out_docs, out_scores)
     return size
 

@@ -1,0 +1,648 @@
+"""Recall/latency frontier: lsr beside Seismic, PISA, BMP and Lucene, in one run, same vectors.
+
+For each workload (the real-text collection first, SciFact with ``--scifact``) and each query
+mode (siamese, inference-free), every system answers the same integer queries (weights x100,
+rounded) over the same integer documents (255 levels, linear by the collection maximum; BMP: fewer
+levels, see ``eval/index_anchors.py``). For each system and each setting of its knobs:
+
+  recall@10   overlap with lsr's exhaustive top 10 (exact: the reference)
+  p50 / p99   ms per query, one thread, one query at a time, from a {token: weight} dict
+  batch q/s   all queries in one batch call on all cores (where the engine has one)
+  B/posting   index bytes / postings of the integer collection; build s (single run)
+
+Systems
+  lsr        exhaustive (exact), MaxScore (exact), block-max at heap_factor 1/0.95/0.9/0.8/0.7;
+             variants from ``--lsr-build k=v[,k=v]`` (BuildConfig fields), and ``reorder=bp``
+             automatically when this lsr's BuildConfig has it (``--no-auto-bp`` to skip)
+  seismic    pyseismic-lsr: its library defaults, its guideline's "highly effective" build
+             (n_postings 3000, centroid_fraction 0.2, summary_energy 0.5, max_fraction 6) searched
+             with its recommended query_cut 10, heap_factor 0.8, sorted=False, and a sweep of
+             query_cut x heap_factor over n_postings builds
+  pisa       pyterrier-pisa (block_simdbp, 64-posting blocks): MaxScore, block-max MaxScore, BMW
+  bmp        bmp: safe (alpha = beta = 1) and an alpha / beta sweep
+  lucene     Anserini impact index (reused from eval/bench_index.py's cache when it matches)
+
+    python -m eval.bench_frontier --realtext eval/work/realtext-splade-tiny [--scifact]
+                                  [--queries 200] [--out eval/results]
+
+Writes frontier_<workload>.{json,md,png} under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numba
+import numpy as np
+
+from eval.bench_index import (
+    SHARED,
+    VECTORS,
+    WORK,
+    dir_bytes,
+    integer_docs,
+    integer_queries,
+    machine_info,
+    percentile,
+    read_vectors_dir,
+)
+from lsr import SparseIndex
+from lsr.sparse import SparseBatch
+from lsr.vocab import Vocabulary
+
+K = 10
+LEVELS = 255
+BLOCKMAX_FACTORS = (1.0, 0.95, 0.9, 0.8, 0.7)
+SEISMIC_DEFAULT = {
+    "n_postings": 3500,
+    "centroid_fraction": 0.1,
+    "summary_energy": 0.4,
+    "max_fraction": 1.5,
+}
+SEISMIC_GUIDE = {
+    "n_postings": 3000,
+    "centroid_fraction": 0.2,
+    "summary_energy": 0.5,
+    "max_fraction": 6.0,
+}
+SEISMIC_NPOSTINGS = (1000, 300)  # extra builds: the guide's settings with fewer postings kept
+SEISMIC_QUERY_CUT = (5, 10, 20)
+SEISMIC_HEAP = (1.0, 0.9, 0.8, 0.7)
+PISA_ALGORITHMS = ("maxscore", "block_max_maxscore", "block_max_wand")
+BMP_SETTINGS = ((1.0, 1.0), (0.9, 1.0), (0.8, 1.0), (0.7, 1.0), (1.0, 0.9), (1.0, 0.8), (0.9, 0.9))
+
+
+# -- measuring ----------------------------------------------------------------------------------
+def acceptable(
+    idocs: SparseBatch, queries: SparseBatch, reference: list[list[str]]
+) -> list[set[str]]:
+    """Per query, every document whose exact score reaches the exact 10th score (ties count)."""
+    m = idocs.matrix.astype(np.float64).tocsr()
+    row = {d: i for i, d in enumerate(idocs.ids)}
+    out = []
+    for i, ref in enumerate(reference):
+        scores = m @ queries.matrix[i].toarray().ravel().astype(np.float64)
+        theta = scores[row[ref[-1]]] if len(ref) == K else 0.0
+        ok = np.flatnonzero(scores >= theta) if theta > 0 else np.flatnonzero(scores > 0)
+        out.append({idocs.ids[j] for j in ok})
+    return out
+
+
+def measure(
+    search: Callable[[dict[str, float]], list[str]],
+    dicts: list[dict[str, float]],
+    reference: list[list[str]],
+    batch: Callable[[], Any] | None,
+    accept: list[set[str]] | None = None,
+    warmup: int = 5,
+    min_batch_s: float = 0.3,
+) -> dict[str, Any]:
+    """Recall@10 vs ``reference``, single-thread latency, and batch throughput.
+
+    ``recall@10``: share of the exact top 10 matched, a returned document counting when its
+    exact score reaches the exact 10th score (``accept``: ties are not misses);
+    ``id_recall@10``: plain overlap of doc ids with ``reference``."""
+    for q in dicts[:warmup]:
+        search(q)
+    times, recall, id_recall = [], [], []
+    accept = accept or [set(r) for r in reference]
+    for q, want, ok in zip(dicts, reference, accept, strict=True):
+        start = time.perf_counter()
+        got = search(q)
+        times.append(time.perf_counter() - start)
+        top = list(dict.fromkeys(got[:K]))
+        id_recall.append(len(set(top) & set(want)) / max(1, len(want)))
+        recall.append(min(len(want), sum(d in ok for d in top)) / max(1, len(want)))
+    row: dict[str, Any] = {
+        "recall@10": float(np.mean(recall)),
+        "id_recall@10": float(np.mean(id_recall)),
+        "p50_ms": percentile(times, 50) * 1e3,
+        "p99_ms": percentile(times, 99) * 1e3,
+        "mean_ms": float(np.mean(times)) * 1e3,
+        "qps_batch": None,
+    }
+    if batch is not None:  # warm once, then repeat for at least min_batch_s
+        batch()
+        runs, start = 0, time.perf_counter()
+        while runs == 0 or time.perf_counter() - start < min_batch_s:
+            batch()
+            runs += 1
+        row["qps_batch"] = runs * len(dicts) / (time.perf_counter() - start)
+    return row
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def parse_build(spec: str) -> dict[str, Any]:
+    """``"reorder=bp,block_size=64"`` -> {"reorder": "bp", "block_size": 64}."""
+    out: dict[str, Any] = {}
+    for part in filter(None, spec.split(",")):
+        key, _, value = part.partition("=")
+        out[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value.strip()
+    return out
+
+
+def supports_bp() -> bool:
+    from lsr.index.builder import BuildConfig
+
+    try:
+        BuildConfig(reorder="bp")
+    except Exception:
+        return False
+    return True
+
+
+# -- one workload -------------------------------------------------------------------------------
+def build_systems(
+    name: str, idocs: SparseBatch, args: argparse.Namespace
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Every index of the run: {build label: object}, {build label: build info}."""
+    from eval import index_anchors as ia
+
+    work = WORK / f"frontier-{name}"
+    work.mkdir(parents=True, exist_ok=True)
+    nnz = int(idocs.matrix.nnz)
+    built: dict[str, Any] = {}
+    info: dict[str, dict[str, Any]] = {}
+
+    lsr_variants = {"lsr": {}}
+    specs = list(args.lsr_build)
+    if not args.no_auto_bp and supports_bp() and "reorder=bp" not in specs:
+        specs.append("reorder=bp")
+    for spec in specs:
+        kw = parse_build(spec)
+        label = "lsr-bp" if kw == {"reorder": "bp"} else f"lsr[{spec}]"
+        lsr_variants[label] = kw
+    for label, kw in lsr_variants.items():
+        path = work / label.replace("[", "-").replace("]", "").replace(",", "-")
+        print(f"   building {label} {kw} ...", flush=True)
+        try:
+            index, secs = timed(
+                lambda p=path, kw=kw: SparseIndex.build(
+                    idocs, p, quantization="uint8", overwrite=True, **kw
+                )
+            )
+        except Exception as exc:  # a variant the installed lsr does not have yet
+            print(f"   {label}: build failed: {exc!r}", flush=True)
+            info[label] = {"error": repr(exc), "options": kw}
+            continue
+        built[label] = index
+        info[label] = {
+            "system": "lsr",
+            "options": kw,
+            "build_s": secs,
+            "bytes_per_posting": index.nbytes / index.num_postings,
+        }
+
+    if not args.no_seismic:
+        builds = {"seismic-default": SEISMIC_DEFAULT, "seismic-guide": SEISMIC_GUIDE}
+        for n in SEISMIC_NPOSTINGS:
+            builds[f"seismic-np{n}"] = {**SEISMIC_GUIDE, "n_postings": n}
+        for label, kw in builds.items():
+            print(f"   building {label} {kw} ...", flush=True)
+            anchor = ia.SeismicAnchor(work / label, **kw).build(idocs)
+            built[label] = anchor
+            info[label] = {"system": "seismic", "options": kw, **anchor.info()}
+
+    if not args.no_pisa:
+        print("   building pisa ...", flush=True)
+        anchor = ia.PisaAnchor(work / "pisa").build(idocs)
+        built["pisa"] = anchor
+        info["pisa"] = {
+            "system": "pisa",
+            "options": {"encoding": anchor.encoding, "block_size": anchor.block_size},
+            **anchor.info(),
+        }
+
+    if not args.no_bmp:
+        for levels in args.bmp_levels:
+            label = f"bmp-{levels}"
+            print(f"   building {label} ...", flush=True)
+            anchor = ia.BmpAnchor(work / label, levels=levels).build(idocs)
+            built[label] = anchor
+            info[label] = {
+                "system": "bmp",
+                "options": {"bsize": anchor.bsize, "levels": levels},
+                **anchor.info(),
+            }
+
+    if not args.no_lucene:
+        lucene_dir = args.lucene_dir or (
+            WORK / ("bench_index-realtext" if name == "realtext" else name) / f"lucene-{LEVELS}"
+        )
+        stamp = lucene_dir / "lsr_bench_stamp.json"
+        fingerprint = {
+            "docs": len(idocs),
+            "postings": nnz,
+            "sum": float(idocs.matrix.data.sum()),
+            "levels": LEVELS,
+        }
+        if stamp.exists() and json.loads(stamp.read_text()) == fingerprint:
+            from lsr.baselines.lucene_impact import LuceneImpactSearch
+
+            build_s = json.loads((lucene_dir / "lsr_bench_build.json").read_text())["build_s"]
+            built["lucene"] = LuceneImpactSearch(lucene_dir)
+            info["lucene"] = {
+                "system": "lucene",
+                "options": {"reused": str(lucene_dir)},
+                "build_s": build_s,
+                "bytes_per_posting": (dir_bytes(lucene_dir) - stamp.stat().st_size) / nnz,
+                "build_reused_from_earlier_run": True,
+            }
+            print(f"   reusing Lucene index {lucene_dir}", flush=True)
+        else:
+            print(f"   no matching Lucene index at {lucene_dir}: Lucene skipped", flush=True)
+    return built, info
+
+
+Config = tuple[str, str, Callable, Callable | None]
+
+
+def configs(built: dict[str, Any], threads: int) -> list[Config]:
+    """(build label, config label, one-query search -> ids, batch thunk factory) per config."""
+    out: list[Config] = []
+    for label, obj in built.items():
+        if isinstance(obj, SparseIndex):
+            knobs = [("exhaustive", {"algorithm": "exhaustive"})]
+            knobs.append(("maxscore", {"algorithm": "maxscore"}))
+            knobs += [
+                (f"blockmax hf={f}", {"algorithm": "blockmax", "heap_factor": f})
+                for f in BLOCKMAX_FACTORS
+            ]
+            for cfg, kw in knobs:
+                out.append(
+                    (
+                        label,
+                        cfg,
+                        lambda q, ix=obj, kw=kw: [h[0] for h in ix.search(q, K, **kw)],
+                        lambda iq, d, ix=obj, kw=kw: ix.batch_search(iq, K, threads=threads, **kw),
+                    )
+                )
+        elif label.startswith("seismic"):
+            grid = [
+                (f"qc={qc} hf={hf}", {"query_cut": qc, "heap_factor": hf})
+                for qc in SEISMIC_QUERY_CUT
+                for hf in SEISMIC_HEAP
+            ]
+            if label == "seismic-guide":
+                rec = {"query_cut": 10, "heap_factor": 0.8, "sorted": False}
+                grid.insert(0, ("recommended qc=10 hf=0.8 sorted=False", rec))
+            for cfg, kw in grid:
+                out.append(
+                    (
+                        label,
+                        cfg,
+                        lambda q, a=obj, kw=kw: a.search(q, K, **kw),
+                        lambda iq, d, a=obj, kw=kw: a.batch_search(d, K, threads, **kw),
+                    )
+                )
+        elif label == "pisa":
+            for alg in PISA_ALGORITHMS:
+                out.append(
+                    (
+                        label,
+                        alg,
+                        lambda q, a=obj, alg=alg: a.search(q, K, algorithm=alg),
+                        lambda iq, d, a=obj, alg=alg: a.batch_search(d, K, threads, algorithm=alg),
+                    )
+                )
+        elif label.startswith("bmp"):
+            for alpha, beta in BMP_SETTINGS:
+                out.append(
+                    (
+                        label,
+                        f"alpha={alpha} beta={beta}" + (" (safe)" if alpha == beta == 1 else ""),
+                        lambda q, a=obj, al=alpha, be=beta: a.search(q, K, alpha=al, beta=be),
+                        None,
+                    )
+                )
+        elif label == "lucene":
+            out.append(
+                (
+                    label,
+                    "impact (exact)",
+                    lambda q, a=obj: [h[0] for h in a.search(q, K)],
+                    lambda iq, d, a=obj: a.batch_search(d, iq.ids, K, threads=threads),
+                )
+            )
+    return out
+
+
+def run_workload(
+    name: str,
+    docs: SparseBatch,
+    queries: dict[str, SparseBatch],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    print(f"\n== {name}: {len(docs):,} docs, {docs.matrix.nnz:,} postings", flush=True)
+    idocs = integer_docs(docs, LEVELS)
+    built, builds = build_systems(name, idocs, args)
+    threads = numba.config.NUMBA_NUM_THREADS
+    reference_index = built["lsr"]
+    result: dict[str, Any] = {
+        "docs": len(docs),
+        "postings": int(idocs.matrix.nnz),
+        "impact_levels": LEVELS,
+        "threads": threads,
+        "builds": builds,
+        "modes": {},
+    }
+    plan = configs(built, threads)
+    for mode, qbatch in queries.items():
+        iq = integer_queries(qbatch)
+        n = min(args.queries, len(iq))
+        iq = SparseBatch(iq.ids[:n], iq.matrix[:n], iq.vocab)
+        dicts = iq.to_dicts()
+        reference = [
+            [h[0] for h in hits]
+            for hits in reference_index.batch_search(iq, K, algorithm="exhaustive")
+        ]
+        accept = acceptable(idocs, iq, reference)
+        rows = []
+        for label, cfg, search, batch in plan:
+            thunk = None if batch is None else (lambda b=batch, iq=iq, d=dicts: b(iq, d))
+            row = measure(search, dicts, reference, thunk, accept)
+            b = builds[label]
+            row = {
+                "system": b["system"],
+                "build": label,
+                "config": cfg,
+                **row,
+                "bytes_per_posting": b["bytes_per_posting"],
+                "build_s": b["build_s"],
+            }
+            rows.append(row)
+            qps = "-" if row["qps_batch"] is None else f"{row['qps_batch']:8.0f}"
+            print(
+                f"   {mode:14s} {label:16s} {cfg:38s} R@10 {row['recall@10']:.4f} "
+                f"(ids {row['id_recall@10']:.4f}) "
+                f"p50 {row['p50_ms']:7.3f} p99 {row['p99_ms']:7.3f} q/s {qps}",
+                flush=True,
+            )
+        result["modes"][mode] = {
+            "queries": n,
+            "mean_terms": float(np.diff(iq.matrix.indptr).mean()),
+            "rows": rows,
+        }
+    if "lucene" in built:
+        built["lucene"].close()
+    return result
+
+
+# -- report -------------------------------------------------------------------------------------
+def cheapest(rows: list[dict[str, Any]], target: float = 0.95) -> dict[str, dict[str, Any]]:
+    """Per system family (lsr variants kept apart): the lowest-p50 row with recall >= target."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        fam = r["build"] if r["system"] == "lsr" else r["system"]
+        if r["recall@10"] >= target and (fam not in best or r["p50_ms"] < best[fam]["p50_ms"]):
+            best[fam] = r
+    return best
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    res = report["result"]
+    lines = [
+        f"# Recall / latency frontier: {report['workload']}",
+        "",
+        f"Run {report['date']} on {m['cpus']} cores ({m['processor']}), Python {m['python']}, "
+        f"numba {m['numba']}; engines: {report['engines']}. {res['docs']:,} documents, "
+        f"{res['postings']:,} postings, impacts 1..{res['impact_levels']} (BMP: see its build), "
+        f"query weights x100 rounded. k = {K}. Recall@10: share of lsr's exhaustive (exact) top "
+        "10 found, a returned document counting when its exact score reaches the exact 10th "
+        "score (ties are not misses); id recall: plain doc-id overlap with lsr's top 10. "
+        "p50/p99: one thread, one query at a time, {token: weight} dict to ranked ids. "
+        f"Batch q/s: one batch call on {res['threads']} threads (- where the engine has none). "
+        "B/posting: index bytes / postings of the integer collection. All systems in one run, "
+        "one machine shared with other work: compare ratios, not absolute times.",
+        "",
+        "Systems: **lsr** exhaustive (term-at-a-time, exact), MaxScore (exact), block-max "
+        "(best-first doc-id blocks; heap_factor < 1 approximate); **seismic** (pyseismic-lsr: "
+        "static pruning to n_postings per list, clustered blocks with summaries, query_cut top "
+        "query terms, heap_factor block skipping; approximate); **pisa** (pyterrier-pisa, "
+        "quantized scorer, exact dynamic pruning: MaxScore, block-max MaxScore, block-max WAND); "
+        "**bmp** (Block-Max Pruning; alpha < 1 early termination, beta < 1 query-term pruning; "
+        "it re-quantises query weights internally, so even alpha = beta = 1 is not exact on "
+        "our scores); **lucene** (Anserini impact index, exact).",
+        "",
+        "Notes: Seismic's heap_factor runs the other way from lsr's (as measured here): lower "
+        "values give Seismic higher recall and higher latency, while lsr's heap_factor < 1 "
+        "stops earlier (faster, lower recall). Seismic's bytes are its saved index file (forward "
+        "index + pruned inverted lists + summaries), lsr's its index files, PISA's the "
+        "compressed index + block-max data + lexicons, BMP's its index file. Seismic n_postings "
+        "is a collection-wide average of postings kept per list, so small values also prune "
+        "the index statically (lossy). lsr and lsr-bp are kept apart in the cheapest table. "
+        "BMP 0.2.8 scales query weights down to a few bits per query (its scores are not ours "
+        "even at alpha = beta = 1) and returned fewer than k hits for short queries (every "
+        "2-term and a third of the 3-term real-text inference-free queries), which is most of "
+        "its recall loss on those queries.",
+        "",
+        "## Builds",
+        "",
+        "| build | system | options | build s | B/posting |",
+        "|---|---|---|---:|---:|",
+    ]
+    for label, b in res["builds"].items():
+        if "error" in b:
+            lines.append(f"| {label} | - | {b['options']} | failed: {b['error']} | - |")
+            continue
+        opts = ", ".join(f"{k}={v}" for k, v in b["options"].items())
+        note = " (reused)" if b.get("build_reused_from_earlier_run") else ""
+        lines.append(
+            f"| {label} | {b['system']} | {opts} | {b['build_s']:.1f}{note} | "
+            f"{b['bytes_per_posting']:.2f} |"
+        )
+    for mode, block in res["modes"].items():
+        rows = block["rows"]
+        lines += [
+            "",
+            f"## {mode} ({block['queries']} queries, {block['mean_terms']:.1f} terms on average)",
+            "",
+            "Cheapest configuration reaching recall@10 >= 0.95 (lowest p50):",
+            "",
+            "| system | build / config | recall@10 | p50 ms | p99 ms | batch q/s | B/posting "
+            "| p50 vs seismic | memory vs seismic |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        best = cheapest(rows)
+        seis = best.get("seismic")
+        for fam, r in sorted(best.items(), key=lambda kv: kv[1]["p50_ms"]):
+            ratio_t = f"{r['p50_ms'] / seis['p50_ms']:.2f}" if seis else "-"
+            ratio_m = f"{r['bytes_per_posting'] / seis['bytes_per_posting']:.3f}" if seis else "-"
+            qps = "-" if r["qps_batch"] is None else f"{r['qps_batch']:,.0f}"
+            lines.append(
+                f"| {fam} | {r['build']} / {r['config']} | {r['recall@10']:.4f} | "
+                f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {qps} | {r['bytes_per_posting']:.2f} | "
+                f"{ratio_t} | {ratio_m} |"
+            )
+        missing = sorted({r["system"] for r in rows} - {r["system"] for r in best.values()})
+        if missing:
+            lines.append(f"\nNo configuration reached 0.95: {', '.join(missing)}.")
+        if seis and "lsr" in {r["system"] for r in best.values()}:
+            lsr_best = min(
+                (r for r in best.values() if r["system"] == "lsr"), key=lambda r: r["p50_ms"]
+            )
+            t = lsr_best["p50_ms"] / seis["p50_ms"]
+            mem = lsr_best["bytes_per_posting"] / seis["bytes_per_posting"]
+            verdict = "met" if t <= 0.5 and mem <= 1 / 3 else "not met"
+            lines.append(
+                f"\nIssue target (lsr at recall >= 0.95: p50 <= 1/2 of Seismic's, memory <= 1/3): "
+                f"{verdict} — lsr {lsr_best['build']} / {lsr_best['config']} p50 "
+                f"{lsr_best['p50_ms']:.3f} ms = {t:.2f}x Seismic's {seis['p50_ms']:.3f} ms "
+                f"({seis['build']} / {seis['config']}); memory {mem:.3f}x."
+            )
+        lines += [
+            "",
+            "All configurations:",
+            "",
+            "| system | build | config | recall@10 | id recall | p50 ms | p99 ms | batch q/s "
+            "| B/posting | build s |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            qps = "-" if r["qps_batch"] is None else f"{r['qps_batch']:,.0f}"
+            lines.append(
+                f"| {r['system']} | {r['build']} | {r['config']} | {r['recall@10']:.4f} | "
+                f"{r['id_recall@10']:.4f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {qps} | "
+                f"{r['bytes_per_posting']:.2f} | "
+                f"{r['build_s']:.1f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = report["result"]["modes"]
+    fig, axes = plt.subplots(1, len(modes), figsize=(7 * len(modes), 5.2), squeeze=False)
+    markers = {"lsr": "o", "seismic": "s", "pisa": "^", "bmp": "D", "lucene": "*"}
+    for ax, (mode, block) in zip(axes[0], modes.items(), strict=True):
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for r in block["rows"]:
+            key = (r["system"], r["build"])
+            if r["system"] == "lsr":  # exact anchors apart from the block-max curve
+                key = (r["system"], r["build"] + (" blockmax" if "blockmax" in r["config"] else ""))
+            groups.setdefault(key, []).append(r)
+        for (system, label), rs in groups.items():
+            rs = sorted(rs, key=lambda r: (r["p50_ms"], -r["recall@10"]))
+            front, top = [], -1.0  # each group's Pareto frontier: faster and at least as good
+            for r in rs:
+                if r["recall@10"] > top:
+                    front.append(r)
+                    top = r["recall@10"]
+            (line,) = ax.plot(
+                [r["p50_ms"] for r in front],
+                [r["recall@10"] for r in front],
+                marker=markers.get(system, "x"),
+                linestyle="-" if len(front) > 1 else "none",
+                label=label,
+                alpha=0.85,
+                markersize=5,
+            )
+            others = [r for r in rs if r not in front]
+            if others:
+                ax.scatter(
+                    [r["p50_ms"] for r in others],
+                    [r["recall@10"] for r in others],
+                    marker=markers.get(system, "x"),
+                    color=line.get_color(),
+                    alpha=0.3,
+                    s=14,
+                )
+        ax.axhline(0.95, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_xscale("log")
+        ax.set_xlabel("p50 ms per query (1 thread, log); lines: each build's Pareto front")
+        ax.set_ylabel("recall@10 vs exact")
+        ax.set_title(f"{report['workload']} / {mode}")
+        ax.set_ylim(max(0.0, min(r["recall@10"] for r in block["rows"]) - 0.05), 1.01)
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def engine_versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for pkg in ("pyseismic-lsr", "pyterrier-pisa", "bmp"):
+        try:
+            out.append(f"{pkg} {version(pkg)}")
+        except PackageNotFoundError:
+            out.append(f"{pkg} (not installed)")
+    return ", ".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--realtext", type=Path, default=None, help="real-text vectors dir")
+    parser.add_argument("--scifact", action="store_true", help="also run SciFact")
+    parser.add_argument("--queries", type=int, default=200, help="queries per mode")
+    parser.add_argument("--out", type=Path, default=Path("eval/results"))
+    parser.add_argument(
+        "--lsr-build",
+        action="append",
+        default=[],
+        metavar="K=V[,K=V]",
+        help="extra lsr build variant from BuildConfig fields (repeatable), e.g. reorder=bp",
+    )
+    parser.add_argument("--no-auto-bp", action="store_true", help="no automatic lsr-bp build")
+    parser.add_argument("--no-seismic", action="store_true")
+    parser.add_argument("--no-pisa", action="store_true")
+    parser.add_argument("--no-bmp", action="store_true")
+    parser.add_argument("--no-lucene", action="store_true")
+    parser.add_argument("--lucene-dir", type=Path, default=None, help="cached Lucene index")
+    parser.add_argument(
+        "--bmp-levels",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[85],
+        help="impact levels for BMP builds (comma list; 255 risks 16-bit overflow)",
+    )
+    parser.add_argument("--render", action="store_true", help="only redraw md/png from JSON")
+    args = parser.parse_args(argv)
+
+    names = (["realtext"] if args.realtext else []) + (["scifact"] if args.scifact else [])
+    if not names:
+        parser.error("nothing to run: give --realtext DIR and/or --scifact")
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.render:
+        for name in names:
+            report = json.loads((args.out / f"frontier_{name}.json").read_text())
+            (args.out / f"frontier_{name}.md").write_text(markdown(report))
+            plot(report, args.out / f"frontier_{name}.png")
+        return 0
+    vocab = Vocabulary.load(SHARED / "models" / "splade-tiny")
+    for name in names:
+        docs, queries = read_vectors_dir(args.realtext if name == "realtext" else VECTORS, vocab)
+        result = run_workload(name, docs, queries, args)
+        report = {
+            "workload": name,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": machine_info(),
+            "engines": engine_versions(),
+            "k": K,
+            "result": result,
+        }
+        (args.out / f"frontier_{name}.json").write_text(json.dumps(report, indent=1))
+        (args.out / f"frontier_{name}.md").write_text(markdown(report))
+        plot(report, args.out / f"frontier_{name}.png")
+        print(markdown(report), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

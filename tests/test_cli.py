@@ -226,6 +226,15 @@ def test_search_vector_blockmax_equals_exhaustive(small):
     assert bmx.stdout == base.stdout
     bad = _invoke("search", small["index"], "--vector", '{"x": 1}', "--heap-factor", "0.5")
     assert bad.exit_code == 2 and "heap_factor" in bad.output
+    split = _invoke(
+        "search", small["index"], "--vector", '{"x": 1.0, "z": 1.0}', "-k", "3", "--threads", "2"
+    )
+    assert split.exit_code == 0 and split.stdout == base.stdout, split.output
+    bad = _invoke(
+        "search", small["index"], "--vector", '{"x": 1}', "--threads", "2",
+        "--algorithm", "maxscore",
+    )  # fmt: skip
+    assert bad.exit_code == 2 and "threads > 1 for one query" in bad.output
 
 
 def test_search_vector_only_matching_docs(small):

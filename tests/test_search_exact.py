@@ -10,6 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lsr import SparseIndex, Vocabulary
+from lsr.errors import InputError
+from lsr.index import kernels
 from lsr.sparse import SparseBatch
 
 SETTINGS = settings(
@@ -73,6 +75,25 @@ def test_pruned_and_exhaustive_equal_brute_force(tmp_path_factory, case, quantiz
             for i, qid in enumerate(queries.ids)
         ]
         assert singles == results
+    # one query split over doc-id ranges: the same hits and bits, whatever the number of parts
+    prepared = index.prepare_queries(queries)
+    ix, lut, k_eff = index.kernel_arrays, index.lut, min(k, index.num_docs)
+    for i in range(len(prepared.ptr) - 1):
+        a, b = prepared.ptr[i], prepared.ptr[i + 1]
+        terms, weights = prepared.terms[a:b], prepared.weights[a:b]
+        want_d, want_s = np.full(k_eff, -1), np.zeros(k_eff, np.float32)
+        n = kernels.exhaustive_one(
+            terms, weights, k_eff, ix, lut, np.zeros(index.num_docs, np.float32), want_d, want_s
+        )
+        for parts in (2, 5):
+            acc = np.zeros(index.num_docs, np.float32)
+            got_d, got_s = np.full(k_eff, -1), np.zeros(k_eff, np.float32)
+            assert (
+                kernels.exhaustive_split(terms, weights, k_eff, ix, lut, acc, parts, got_d, got_s)
+                == n
+            )
+            assert got_d.tolist() == want_d.tolist() and got_s.tolist() == want_s.tolist()
+            assert not acc.any()  # the accumulator comes back zeroed
 
 
 def test_empty_query_and_unmatched_terms_return_nothing(tmp_path):
@@ -94,6 +115,9 @@ def test_ties_break_by_lower_document_position(tmp_path):
     index = SparseIndex.build(docs, tmp_path / "i", block_size=7)
     hits = index.search({"a": 1.0}, 5)
     assert [h.doc_id for h in hits] == ["d000", "d001", "d002", "d003", "d004"]
+    assert index.search({"a": 1.0}, 5, threads=2) == hits  # split: ties still by position
+    with pytest.raises(InputError, match="threads > 1 for one query"):
+        index.search({"a": 1.0}, 5, threads=2, algorithm="blockmax")
 
 
 def test_query_options_equal_brute_force_on_pruned_query(tmp_path):
@@ -152,8 +176,6 @@ def test_uint8_scores_within_stated_tolerance(tmp_path, scifact):
 
 
 def test_unknown_algorithm_is_refused(tmp_path):
-    from lsr.errors import InputError
-
     index = SparseIndex.build(random_batch(np.random.default_rng(0), 5, 5, 0.5), tmp_path / "i")
     with pytest.raises(InputError, match="algorithm must be one of"):
         index.search({"t0": 1.0}, 3, algorithm="wand")
@@ -161,8 +183,6 @@ def test_unknown_algorithm_is_refused(tmp_path):
 
 def test_k_must_be_positive(tmp_path):
     index = SparseIndex.build(random_batch(np.random.default_rng(0), 5, 5, 0.5), tmp_path / "i")
-    from lsr.errors import InputError
-
     for bad in (0, -1):
         with pytest.raises(InputError, match="k must be a positive integer"):
             index.search({"t0": 1.0}, bad)

@@ -76,7 +76,11 @@ def search(
     ] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="hits per query")] = 10,
     threads: Annotated[
-        int | None, typer.Option(help="threads for a queries file (default: all)")
+        int | None,
+        typer.Option(
+            help="a queries file: queries in parallel (default: all cores); one --vector query: "
+            "cores sharing it (exhaustive; default 1)"
+        ),
     ] = None,
     min_weight: Annotated[float, typer.Option(help="drop query terms weighted below this")] = 0.0,
     max_terms: Annotated[
@@ -158,7 +162,8 @@ def _search_vectors(
         index.warm_up(k, algorithm=algorithm)  # compiles (or loads) the kernels: not query time
         startup["kernels"] = time.perf_counter() - started
         started = time.perf_counter()
-        hits = index.search(query, k, algorithm=algorithm, **options)
+        one = 1 if threads is None else threads
+        hits = index.search(query, k, algorithm=algorithm, threads=one, **options)
         elapsed = time.perf_counter() - started
         _print_hits(hits)
         log(f"{len(hits)} hits in {human_seconds(elapsed)}; {_startup_line(startup)}")

@@ -323,7 +323,8 @@ class SparseIndex:
         ``heap_factor`` (blockmax only, in (0, 1]): blockmax stops at the first block whose
         bound x heap_factor is below the k-th score held; 1 is exact, smaller is faster and
         approximate (hits may be missed; every hit returned carries its exact score).
-        ``threads``: for more than one query, how many run in parallel (default: all cores).
+        ``threads``: for more than one query, how many run in parallel (default: all cores);
+        for one query (exhaustive only), how many threads share it (default: one).
         """
         algorithm = _check_algorithm(algorithm)
         return self._run(
@@ -338,7 +339,14 @@ class SparseIndex:
         docs = np.full((n, k_eff), -1, dtype=np.int64)
         scores = np.zeros((n, k_eff), dtype=np.float32)
         ix, lut = self._ix, self._lut
-        if n == 1:  # low-latency path: no thread pool
+        if n == 1 and algorithm == "exhaustive" and threads is not None and threads > 1:
+            with _numba_threads(threads):  # one long query split over doc-id ranges
+                count = kernels.exhaustive_split(
+                    q.terms, q.weights, k_eff, ix, lut, self._accumulator(),
+                    numba.get_num_threads(), docs[0], scores[0],
+                )  # fmt: skip
+            counts = np.array([count], dtype=np.int64)
+        elif n == 1:  # low-latency path: no thread pool
             if algorithm == "exhaustive":
                 acc = self._accumulator()
                 count = kernels.exhaustive_one(
@@ -398,16 +406,23 @@ class SparseIndex:
         unknown: str = "error",
         algorithm: str = "exhaustive",
         heap_factor: float = 1.0,
+        threads: int = 1,
     ) -> list[Hit]:
         """Top-k hits for one query: ``{token: weight}``, TermWeights or a one-row SparseBatch.
 
-        ``algorithm`` and ``heap_factor``: see :meth:`search_arrays`."""
+        ``algorithm`` and ``heap_factor``: see :meth:`search_arrays`. ``threads`` > 1 splits
+        the query's documents over that many cores (exhaustive only: worth it for long queries
+        over large indexes; the hits and scores are the same)."""
         k = check_k(k)
         heap_factor = check_heap_factor(heap_factor, _check_algorithm(algorithm))
+        if check_k(threads, "threads") > 1 and algorithm != "exhaustive":
+            raise InputError(
+                f"threads > 1 for one query needs algorithm='exhaustive', not {algorithm!r}"
+            )
         q = self.prepare_queries(query, min_weight=min_weight, max_terms=max_terms, unknown=unknown)
         if len(q.ptr) != 2:
             raise InputError(f"search takes one query, got {len(q.ptr) - 1}; use batch_search")
-        docs, scores, counts = self._run(q, k, algorithm, None, heap_factor)
+        docs, scores, counts = self._run(q, k, algorithm, threads, heap_factor)
         return self._hits(docs[0], scores[0], int(counts[0]))
 
     def batch_search(

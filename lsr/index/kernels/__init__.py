@@ -11,7 +11,7 @@ products whose bits do not depend on the batch.
 from lsr.index.kernels.blockmax import blockmax_batch, blockmax_one
 from lsr.index.kernels.build import encode_blocks, prune_terms_top_n, transpose_to_term_major
 from lsr.index.kernels.dense import row_dots
-from lsr.index.kernels.exhaustive import exhaustive_batch, exhaustive_one
+from lsr.index.kernels.exhaustive import exhaustive_batch, exhaustive_one, exhaustive_split
 from lsr.index.kernels.filtered import allowed_forward, allowed_taat, postings_of
 from lsr.index.kernels.layout import IndexArrays
 from lsr.index.kernels.maxscore import maxscore_batch, maxscore_one, window_blocks
@@ -27,6 +27,7 @@ __all__ = [
     "encode_blocks",
     "exhaustive_batch",
     "exhaustive_one",
+    "exhaustive_split",
     "maxscore_batch",
     "maxscore_one",
     "postings_of",

@@ -90,7 +90,7 @@ def top_k(
 
     ``allowed``: uint8 per document (None: all); ``terms`` int32 ascending, ``weights`` > 0.
     """
-    plan, heap_factor = make_plan(plan)
+    plan, heap_factor = plan if isinstance(plan, SearchPlan) else make_plan(plan)
     if plan == "blockmax":
         if part.ix is not None:
             return _blockmax(part, lut, allowed, terms, weights, k, heap_factor)

@@ -11,7 +11,7 @@ levels, see ``eval/index_anchors.py``). For each system and each setting of its 
   B/posting   index bytes / postings of the integer collection; build s (single run)
 
 Systems
-  lsr        exhaustive (exact), MaxScore (exact), block-max at heap_factor 1/0.95/0.9/0.8/0.7;
+  lsr        exhaustive (exact), MaxScore (exact), block-max at heap_factor 1/.95/.9/.85/.8/.7;
              variants from ``--lsr-build k=v[,k=v]`` (BuildConfig fields), and ``reorder=bp``
              automatically when this lsr's BuildConfig has it (``--no-auto-bp`` to skip)
   seismic    pyseismic-lsr: its library defaults, its guideline's "highly effective" build
@@ -57,7 +57,7 @@ from lsr.vocab import Vocabulary
 
 K = 10
 LEVELS = 255
-BLOCKMAX_FACTORS = (1.0, 0.95, 0.9, 0.8, 0.7)
+BLOCKMAX_FACTORS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7)
 SEISMIC_DEFAULT = {
     "n_postings": 3500,
     "centroid_fraction": 0.1,

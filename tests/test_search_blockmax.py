@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from lsr import SparseIndex, Vocabulary
 from lsr.errors import InputError
+from lsr.index import kernels
 from lsr.sparse import SparseBatch
 
 SETTINGS = settings(
@@ -180,3 +181,65 @@ def test_warm_up_blockmax(tmp_path):
     index = SparseIndex.build(docs, tmp_path / "i")
     index.warm_up(3, algorithm="blockmax")
     assert index.batch_search(docs, 3, algorithm="blockmax") == index.batch_search(docs, 3)
+
+
+def _best_first_model(index: SparseIndex, terms, weights, k: int, heap_factor: float):
+    """A plain-Python model of best-first block-max, in kernel score units: bounds summed in
+    float32 in query order, blocks visited by (bound descending, block ascending), stop at the
+    first block whose bound x heap_factor falls below the k-th score, skip a block whose bound
+    equals it when its first document comes after the worst hit. Documents carry the
+    exhaustive kernel's scores."""
+    ix, lut = index.kernel_arrays, index.lut
+    ub = np.zeros(ix.n_blocks, dtype=np.float32)
+    for t, w in zip(terms.tolist(), weights.tolist(), strict=True):
+        for e in range(ix.term_entry_ptr[t], ix.term_entry_ptr[t + 1]):
+            code = ix.entry_max[e]
+            x = np.float32(np.float32(w) * (np.float32(code) if lut is None else lut[code]))
+            ub[ix.entry_block[e]] = np.float32(ub[ix.entry_block[e]] + x)
+    n = index.num_docs
+    all_docs, all_scores = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float32)
+    acc = np.zeros(n, dtype=np.float32)
+    count = kernels.exhaustive_one(terms, weights, n, ix, lut, acc, all_docs, all_scores)
+    score = dict(zip(all_docs[:count].tolist(), all_scores[:count].tolist(), strict=True))
+    held: list[tuple[float, int]] = []  # (score, doc), best first
+    factor = np.float32(heap_factor)
+    for b in sorted((b for b in range(ix.n_blocks) if ub[b] > 0), key=lambda b: (-ub[b], b)):
+        doc0 = b * ix.block_size
+        if len(held) == k:
+            reach, theta, worst = np.float32(ub[b] * factor), held[-1][0], held[-1][1]
+            if reach < theta:
+                break
+            if reach == theta and doc0 > worst:
+                continue
+        for d in range(doc0, min(doc0 + ix.block_size, n)):
+            if d in score:
+                held = sorted([*held, (score[d], d)], key=lambda h: (-h[0], h[1]))[:k]
+    return [d for _, d in held], [s for s, _ in held]
+
+
+@SETTINGS
+@given(
+    case=collections(),
+    quantization=st.sampled_from(["float32", "uint8"]),
+    heap_factor=st.sampled_from([0.3, 0.7, 0.9, 1.0]),
+)
+def test_blockmax_follows_the_best_first_model(tmp_path_factory, case, quantization, heap_factor):
+    """Approximate search returns exactly what the model visits: the kernel's shortcuts (the
+    first blocks picked by one scan, dropping a block once no document can reach the k-th
+    score) change its speed, never its hits."""
+    docs, queries, block_size, k = case
+    path = tmp_path_factory.mktemp("idx") / "index"
+    index = SparseIndex.build(docs, path, quantization=quantization, block_size=block_size)
+    q = index.prepare_queries(queries)
+    k = min(k, index.num_docs)
+    everyone = np.zeros(0, dtype=np.uint8)
+    for i in range(len(queries)):
+        terms, weights = q.terms[q.ptr[i] : q.ptr[i + 1]], q.weights[q.ptr[i] : q.ptr[i + 1]]
+        docs_out, scores_out = np.full(k, -1, dtype=np.int64), np.zeros(k, dtype=np.float32)
+        count = kernels.blockmax_one(
+            terms, weights, k, index.kernel_arrays, index.lut, heap_factor, everyone,
+            docs_out, scores_out,
+        )  # fmt: skip
+        want_docs, want_scores = _best_first_model(index, terms, weights, k, heap_factor)
+        assert docs_out[:count].tolist() == want_docs
+        assert scores_out[:count].tolist() == want_scores

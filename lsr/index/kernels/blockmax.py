@@ -13,11 +13,13 @@ on collections where nearly every block can, it does the exhaustive work plus th
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit, prange
 
 from lsr.index.kernels.layout import OPTS, decode, entry_len
-from lsr.index.kernels.topk import heap_push, heap_sorted
+from lsr.index.kernels.topk import heap_push, heap_sorted, worse
 
 
 @njit(inline="always", **OPTS)
@@ -44,38 +46,84 @@ def _sift_down(ub, blocks, i, n):
     blocks[i] = b
 
 
-@njit(**OPTS)
-def block_bounds(q_terms, q_weights, ix, lut):
-    """Per-block upper bounds and where each query term's postings in each block are.
+# Blocks scored first, before any heap of blocks is built: their k-th score usually leaves
+# only a few percent of the blocks worth a place in it.
+N_FIRST_BLOCKS = 16
 
-    Returns (``ub`` float32[n_blocks], ``start_of`` int64[n_blocks, m], ``len_of``
-    int32[n_blocks, m]): query term i's postings in block b are ``start_of[b, i]`` and the
-    ``len_of[b, i]`` after it (0: none).
+
+class BlockTable(NamedTuple):
+    """The query's view of the doc-id blocks (term-major: row i is query term i)."""
+
+    ub: np.ndarray  # float32[n_blocks]: upper bound of any document's score in the block
+    start: np.ndarray  # int32[m, n_blocks]: first posting of term i in block b (from the term's)
+    length: np.ndarray  # int16[m, n_blocks]: its postings in block b (0: none)
+    top: np.ndarray  # code[m, n_blocks]: its largest code in block b (where length > 0)
+
+
+@njit(**OPTS)
+def block_table(q_terms, q_weights, ix, lut):
+    """Per-block upper bounds, and where each query term's postings in each block are.
 
     ``ub[b]`` adds ``w_i x decode(entry_max)`` over the query terms with an entry in block b, in
     float32 and in query order: the order in which a document's score adds ``w_i x decode(code)``
     over its subset of those terms. Each product is at most its bound (rounding is monotonic),
     float addition of non-negative numbers is monotonic in each operand, and adding a term the
     document lacks never lowers the sum, so every document's exact score is <= its block's bound
-    with no slack needed.
+    with no slack needed. Rows are term-major: each term's entries are written in block order.
     """
     m = q_terms.shape[0]
-    ub = np.zeros(ix.n_blocks, dtype=np.float32)
-    start_of = np.empty((ix.n_blocks, m), dtype=np.int64)
-    len_of = np.zeros((ix.n_blocks, m), dtype=np.int32)
+    n_blocks = ix.n_blocks
+    ub = np.zeros(n_blocks, dtype=np.float32)
+    start = np.empty((m, n_blocks), dtype=np.int32)
+    length = np.zeros((m, n_blocks), dtype=np.int16)
+    top = np.empty((m, n_blocks), dtype=ix.entry_max.dtype)
     term_entry_ptr, entry_block, entry_max = ix.term_entry_ptr, ix.entry_block, ix.entry_max
     for i in range(m):
         t = q_terms[i]
         w = q_weights[i]
-        p = ix.term_post_ptr[t]
+        start_i, length_i, top_i = start[i], length[i], top[i]
+        p = 0
         for e in range(term_entry_ptr[t], term_entry_ptr[t + 1]):
             b = np.int64(entry_block[e])
             ub[b] += w * decode(entry_max, lut, e)
-            start_of[b, i] = p
+            start_i[b] = p
             n = entry_len(ix, e)
-            len_of[b, i] = n
+            length_i[b] = n
+            top_i[b] = entry_max[e]
             p += n
-    return ub, start_of, len_of
+    return BlockTable(ub, start, length, top)
+
+
+@njit(**OPTS)
+def _first_blocks(ub, n_first, h_ub, h_block):
+    """The ``n_first`` first blocks in visiting order (bound descending, then block id) with a
+    positive bound, written best first into ``h_ub`` / ``h_block`` (sorted: a valid max-heap)."""
+    s_ub = np.empty(n_first, dtype=np.float32)
+    s_block = np.empty(n_first, dtype=np.int32)
+    size = 0
+    for b in range(ub.shape[0]):
+        if ub[b] > 0.0 and (size < n_first or ub[b] >= s_ub[0]):
+            # (bound, block) ranks like (score, doc): the hit heap keeps the first n_first
+            size = heap_push(s_ub, s_block, size, n_first, ub[b], np.int32(b))
+    heap_sorted(s_ub, s_block, size, h_block, h_ub)
+    return size
+
+
+@njit(**OPTS)
+def _blocks_after(ub, last_ub, last_block, factor, theta, h_ub, h_block):
+    """Heapify the blocks that come after (``last_ub``, ``last_block``) in visiting order and
+    could still be visited: ``bound x factor >= theta`` (a block below it, once popped, would
+    end the search; ``theta`` 0 while fewer than k hits are held)."""
+    n = 0
+    for b in range(ub.shape[0]):
+        u = ub[b]
+        if u > 0.0 and u * factor >= theta and worse(u, b, last_ub, last_block):
+            h_ub[n] = u
+            h_block[n] = b
+            n += 1
+    for i in range((n >> 1) - 1, -1, -1):
+        _sift_down(h_ub, h_block, i, n)
+    return n
 
 
 @njit(**OPTS)
@@ -85,43 +133,53 @@ def blockmax_one(q_terms, q_weights, k, ix, lut, heap_factor, allowed, out_docs,
     ``allowed``: uint8 per document, 0 = never returned (deletes, filters); an empty array
     allows every document. Bounds still count the documents left out: they stay upper bounds.
 
-    Blocks with a positive bound go into a max-heap by bound; each popped block is scored
-    exactly (per document, the query terms in query order: bit-identical to the exhaustive
-    scorer) and its positive scores offered to the hit heap. With k hits held and θ the k-th
-    score, the search stops at the first block with ``bound x heap_factor < θ``: no later block
-    has a larger bound. A block whose bound equals θ can only hold a document that ties θ, which
-    enters only with a lower position than the worst hit held, so such a block is skipped when
-    its first document comes after that hit.
+    Blocks with a positive bound are visited by descending bound (ties: lower block first);
+    each is scored exactly (per document, the query terms in query order: bit-identical to the
+    exhaustive scorer) and its positive scores offered to the hit heap. With k hits held and θ
+    the k-th score, the search stops at the first block with ``bound x heap_factor < θ``: no
+    later block has a larger bound. A block whose bound equals θ can only hold a document that
+    ties θ, which enters only with a lower position than the worst hit held, so such a block is
+    skipped when its first document comes after that hit.
+
+    The first :data:`N_FIRST_BLOCKS` blocks are picked by one scan; only the blocks after them
+    whose bound can still reach θ then go into a heap. Inside a block, once the best partial
+    score plus the bounds of the terms still to come (with a rounding margin) falls below θ,
+    no document of the block can enter and the rest of its postings are not read: this never
+    changes the hits, whatever ``heap_factor``.
     """
     m = q_terms.shape[0]
     if m == 0:
         return 0
     block_size = ix.block_size
     post_offsets, post_codes = ix.post_offsets, ix.post_codes
-    ub, start_of, len_of = block_bounds(q_terms, q_weights, ix, lut)
-    # max-heap of the blocks with a positive bound (heapify: linear; only visited blocks pop)
-    n = 0
-    for b in range(ix.n_blocks):
-        if ub[b] > 0.0:
-            n += 1
-    h_ub = np.empty(n, dtype=np.float32)
-    h_block = np.empty(n, dtype=np.int32)
-    n = 0
-    for b in range(ix.n_blocks):
-        if ub[b] > 0.0:
-            h_ub[n] = ub[b]
-            h_block[n] = b
-            n += 1
-    for i in range((n >> 1) - 1, -1, -1):
-        _sift_down(h_ub, h_block, i, n)
+    table = block_table(q_terms, q_weights, ix, lut)
+    base = np.empty(m, dtype=np.int64)
+    for i in range(m):
+        base[i] = ix.term_post_ptr[q_terms[i]]
+    h_ub = np.empty(ix.n_blocks, dtype=np.float32)
+    h_block = np.empty(ix.n_blocks, dtype=np.int32)
+    n = _first_blocks(table.ub, N_FIRST_BLOCKS, h_ub, h_block)
+    more = n == N_FIRST_BLOCKS  # blocks after the first ones may still need a visit
+    last_ub, last_block = (h_ub[n - 1], h_block[n - 1]) if n > 0 else (np.float32(0.0), 0)
     heap_s = np.empty(k, dtype=np.float32)
     heap_d = np.empty(k, dtype=np.int32)
     size = 0
     acc = np.zeros(block_size, dtype=np.float32)
+    rest = np.empty(m + 1, dtype=np.float32)
     least = np.float32(np.nextafter(np.float32(0.0), np.float32(1.0)))  # smallest positive
     factor = np.float32(heap_factor)
+    # a float32 sum of m + 1 non-negative terms, in any order, is within (m + 1) units of
+    # rounding of the exact sum; the margin covers two such sums with room to spare
+    margin = np.float32(1.0 + 4.0 * (m + 2) * 2.0**-24)
     masked = allowed.shape[0] > 0
-    while n > 0:
+    while True:
+        if n == 0:
+            if not more:
+                break
+            more = False
+            theta = heap_s[0] if size == k else np.float32(0.0)
+            n = _blocks_after(table.ub, last_ub, last_block, factor, theta, h_ub, h_block)
+            continue
         bound = h_ub[0]
         b = np.int64(h_block[0])
         n -= 1
@@ -136,11 +194,30 @@ def blockmax_one(q_terms, q_weights, k, ix, lut, heap_factor, allowed, out_docs,
                 break
             if reach == heap_s[0] and doc0 > heap_d[0]:
                 continue
+        rest[m] = 0.0
+        for i in range(m - 1, -1, -1):
+            rest[i] = rest[i + 1]
+            if table.length[i, b] > 0:
+                rest[i] += q_weights[i] * decode(table.top[i], lut, b)
+        dropped = False
         for i in range(m):
+            n_i = np.int64(table.length[i, b])
+            if n_i == 0:
+                continue
             w = q_weights[i]
-            start = start_of[b, i]
-            for p in range(start, start + len_of[b, i]):
+            start = base[i] + table.start[i, b]
+            for p in range(start, start + n_i):
                 acc[post_offsets[p]] += w * decode(post_codes, lut, p)
+            if size == k and rest[i + 1] < heap_s[0]:
+                best = np.float32(0.0)
+                for o in range(block_size):
+                    best = max(best, acc[o])
+                if (best + rest[i + 1]) * margin < heap_s[0]:
+                    dropped = True
+                    break
+        if dropped:
+            acc[:] = 0.0
+            continue
         # one well-predicted branch per document (see exhaustive_one): any positive score
         # until k hits are held, then scores reaching the k-th (heap_push settles ties)
         for o in range(block_size):

@@ -12,7 +12,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO, random_batch
+import scipy.sparse as sp
+from conftest import REPO, brute_force_topk, random_batch
 
 from lsr import SparseIndex
 from lsr.errors import IndexFormatError, InputError
@@ -33,27 +34,71 @@ def test_build_open_round_trip(small):
     assert [opened.doc_id(i) for i in range(len(docs))] == docs.ids
     assert opened.num_postings == docs.matrix.nnz
     m = opened.manifest
-    assert m["format"] == "lsr-sparse-index" and m["format_version"] == 2
+    assert m["format"] == "lsr-sparse-index" and m["format_version"] == 3
     assert m["vocab"]["sha256"] == docs.vocab.sha256
     assert m["build"]["block_size"] == 16 and m["quantization"]["dtype"] == "float32"
     assert all(isinstance(a, np.memmap) or a.base is not None for a in opened._a.values() if a.size)
     # reconstruct the document matrix from the postings: it must equal the input exactly
     a = opened._a
-    rebuilt = np.zeros(docs.matrix.shape, dtype=np.float32)
-    for t in range(len(opened.vocab)):
+    np.testing.assert_array_equal(_rebuilt_matrix(a, 16, docs.matrix.shape), docs.matrix.toarray())
+    np.testing.assert_array_equal(
+        a["term_max"], docs.matrix.max(axis=0).toarray().ravel()
+    )  # float32 codes
+
+
+def _entry_blocks(a) -> np.ndarray:
+    """Each entry's block, added up from the one-byte gaps and the far gaps (docs/index-format)."""
+    blocks = np.zeros(len(a["entry_gap"]), dtype=np.int64)
+    for t in range(len(a["term_entry_ptr"]) - 1):
+        block, far = -1, int(a["term_far_ptr"][t])
+        for e in range(a["term_entry_ptr"][t], a["term_entry_ptr"][t + 1]):
+            gap = int(a["entry_gap"][e])
+            if gap == 0:
+                gap, far = int(a["far_gap"][far]), far + 1
+            block += gap
+            blocks[e] = block
+        assert far == a["term_far_ptr"][t + 1]  # every far gap of the term was used
+    return blocks
+
+
+def _rebuilt_matrix(a, block_size: int, shape) -> np.ndarray:
+    """The stored codes as a dense doc x term matrix, read back from the postings."""
+    blocks = _entry_blocks(a)
+    rebuilt = np.zeros(shape, dtype=np.float32)
+    for t in range(len(a["term_entry_ptr"]) - 1):
         end = a["term_post_ptr"][t]
         for e in range(a["term_entry_ptr"][t], a["term_entry_ptr"][t + 1]):
             start, end = end, end + int(a["entry_count"][e]) + 1
             for p in range(start, end):
-                rebuilt[int(a["entry_block"][e]) * 16 + int(a["post_offsets"][p]), t] = a[
-                    "post_codes"
-                ][p]
+                doc = int(blocks[e]) * block_size + int(a["post_offsets"][p])
+                rebuilt[doc, t] = a["post_codes"][p]
                 assert a["post_codes"][p] <= a["entry_max"][e]
         assert end == a["term_post_ptr"][t + 1]  # the counts add up to the term's postings
-    np.testing.assert_array_equal(rebuilt, docs.matrix.toarray())
-    np.testing.assert_array_equal(
-        a["term_max"], docs.matrix.max(axis=0).toarray().ravel()
-    )  # float32 codes
+    return rebuilt
+
+
+def test_block_gaps_above_255_go_to_far_gaps(tmp_path):
+    """One-posting blocks (block_size 1) and terms that skip hundreds of documents: far gaps,
+    the first entry's far gap included, read back exactly and searched exactly."""
+    rng = np.random.default_rng(5)
+    docs = random_batch(rng, 900, 12, density=0.01, levels=50)
+    dense = docs.matrix.toarray()
+    dense[:, :2] = 0.0
+    dense[[0, 300, 301, 899], 0] = [1.0, 2.0, 3.0, 4.0]  # gaps 1, 300, 1, 598
+    dense[[700, 701], 1] = [5.0, 6.0]  # first gap 701
+    docs = type(docs)(docs.ids, sp.csr_matrix(dense), docs.vocab)
+    index = SparseIndex.build(docs, tmp_path / "i", quantization="float32", block_size=1)
+    a = index._a
+    assert index.manifest["num_far_gaps"] == len(a["far_gap"]) >= 3
+    assert {300, 598, 701} <= set(a["far_gap"].tolist())
+    np.testing.assert_array_equal(_rebuilt_matrix(a, 1, dense.shape), dense)
+    queries = random_batch(rng, 30, 12, density=0.4)
+    oracle = brute_force_topk(queries.matrix, docs.matrix, 10)
+    for algorithm in ("exhaustive", "maxscore", "blockmax"):
+        got = index.batch_search(queries, 10, algorithm=algorithm)
+        assert [[index.doc_id(p) for p, _ in want] for want in oracle] == [
+            [h.doc_id for h in hits] for hits in got
+        ]
 
 
 @pytest.mark.parametrize("victim", ["post_codes.npy", "entry_max.npy", "doc_ids.npy", "vocab.json"])
@@ -94,11 +139,30 @@ def test_manifest_tampering_and_version_are_detected(small):
         SparseIndex.open(index.path.parent / "nope")
 
 
+def _as_version_2(path, finalize: bool = True):
+    """Rewrite an index the way lsr wrote version 2: absolute entry blocks, no gaps."""
+    from lsr.index import format as fmt
+
+    manifest = json.loads((path / "manifest.json").read_text())
+    arrays = {n: np.load(path / f"{n}.npy") for n in ("term_entry_ptr", "entry_gap", "far_gap")}
+    arrays["term_far_ptr"] = np.load(path / "term_far_ptr.npy")
+    blocks = _entry_blocks(arrays)
+    for name in ("term_far_ptr", "entry_gap", "far_gap"):
+        (path / f"{name}.npy").unlink()
+        del manifest["arrays"][name]
+    del manifest["num_far_gaps"]
+    dtype = np.uint16 if manifest["num_blocks"] <= 1 << 16 else np.int32
+    manifest["arrays"]["entry_block"] = fmt.save_array(path, "entry_block", blocks.astype(dtype))
+    if finalize:
+        fmt.finalize_manifest(path, manifest, format_version=2)
+    return manifest, blocks
+
+
 def _as_version_1(path):
     """Rewrite an index the way lsr wrote version 1: per-entry posting starts, no counts."""
     from lsr.index import format as fmt
 
-    manifest = json.loads((path / "manifest.json").read_text())
+    manifest, _ = _as_version_2(path, finalize=False)
     counts = np.load(path / "entry_count.npy").astype(np.int64) + 1
     entry_ptr = np.load(path / "term_entry_ptr.npy")
     rel = np.zeros(len(counts), dtype=np.uint32)
@@ -112,11 +176,44 @@ def _as_version_1(path):
     return rel
 
 
+def test_version_2_indexes_still_open_and_answer_the_same(tmp_path):
+    rng = np.random.default_rng(13)
+    docs = random_batch(rng, 700, 40, density=0.01)
+    queries = random_batch(rng, 20, 40, density=0.2)
+    new = SparseIndex.build(docs, tmp_path / "v3", block_size=1)  # 700 blocks: far gaps too
+    assert len(new.array("far_gap")) > 0
+    old_path = tmp_path / "v2"
+    shutil.copytree(new.path, old_path)
+    _, blocks = _as_version_2(old_path)
+    old = SparseIndex.open(old_path)
+    assert old.manifest["format_version"] == 2
+    for name in ("term_far_ptr", "entry_gap", "far_gap"):
+        np.testing.assert_array_equal(old.array(name), new.array(name))
+    for algorithm in ("exhaustive", "maxscore", "blockmax"):
+        assert old.batch_search(queries, 10, algorithm=algorithm) == new.batch_search(
+            queries, 10, algorithm=algorithm
+        )
+    # blocks that go backwards inside a term are refused, not searched
+    from lsr.index import format as fmt
+
+    manifest = json.loads((old_path / "manifest.json").read_text())
+    entry_ptr = new.array("term_entry_ptr")
+    t = int(np.argmax(np.diff(entry_ptr)))
+    bad = blocks.copy()
+    bad[entry_ptr[t] + 1] = bad[entry_ptr[t]]
+    manifest["arrays"]["entry_block"] = fmt.save_array(
+        old_path, "entry_block", bad.astype(np.uint16)
+    )
+    fmt.finalize_manifest(old_path, manifest, format_version=2)
+    with pytest.raises(IndexFormatError, match="not increasing"):
+        SparseIndex.open(old_path)
+
+
 def test_version_1_indexes_still_open_and_answer_the_same(tmp_path):
     rng = np.random.default_rng(11)
     docs = random_batch(rng, 300, 60, density=0.1)
     queries = random_batch(rng, 20, 60, density=0.15)
-    new = SparseIndex.build(docs, tmp_path / "v2", block_size=8)
+    new = SparseIndex.build(docs, tmp_path / "v3", block_size=8)
     old_path = tmp_path / "v1"
     shutil.copytree(new.path, old_path)
     rel = _as_version_1(old_path)

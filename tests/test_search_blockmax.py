@@ -192,10 +192,15 @@ def _best_first_model(index: SparseIndex, terms, weights, k: int, heap_factor: f
     ix, lut = index.kernel_arrays, index.lut
     ub = np.zeros(ix.n_blocks, dtype=np.float32)
     for t, w in zip(terms.tolist(), weights.tolist(), strict=True):
+        block, far = -1, ix.term_far_ptr[t]
         for e in range(ix.term_entry_ptr[t], ix.term_entry_ptr[t + 1]):
+            gap = int(ix.entry_gap[e])
+            if gap == 0:
+                gap, far = int(ix.far_gap[far]), far + 1
+            block += gap
             code = ix.entry_max[e]
             x = np.float32(np.float32(w) * (np.float32(code) if lut is None else lut[code]))
-            ub[ix.entry_block[e]] = np.float32(ub[ix.entry_block[e]] + x)
+            ub[block] = np.float32(ub[block] + x)
     n = index.num_docs
     all_docs, all_scores = np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float32)
     acc = np.zeros(n, dtype=np.float32)

@@ -78,14 +78,13 @@ def in_memory_postings(
     n_docs = len(indptr) - 1
     term_ptr, post_docs, post_codes = kernels.transpose_to_term_major(indptr, terms, codes, n_terms)
     n_blocks = -(-n_docs // block_size)
-    block_dtype = np.uint16 if n_blocks <= 1 << 16 else np.int32
-    term_entry_ptr, entry_block, entry_max, entry_count, post_offsets = kernels.encode_blocks(
-        term_ptr, post_docs, post_codes, block_size, block_dtype
+    term_entry_ptr, term_far_ptr, entry_gap, far_gap, entry_max, entry_count, post_offsets = (
+        kernels.encode_blocks(term_ptr, post_docs, post_codes, block_size)
     )
     return kernels.IndexArrays(
         n_docs, n_blocks, block_size, term_entry_ptr, term_ptr,
-        term_maxima(term_entry_ptr, entry_max), entry_block, entry_max, entry_count,
-        post_offsets, post_codes,
+        term_maxima(term_entry_ptr, entry_max), term_far_ptr, entry_gap, far_gap, entry_max,
+        entry_count, post_offsets, post_codes,
     )  # fmt: skip
 
 
@@ -191,9 +190,8 @@ def build(
             term_ptr, post_docs, post_codes, config.term_top_n
         )
     n_blocks = -(-n_docs // config.block_size)
-    block_dtype = np.uint16 if n_blocks <= 1 << 16 else np.int32
-    entries = kernels.encode_blocks(term_ptr, post_docs, post_codes, config.block_size, block_dtype)
-    term_entry_ptr, entry_block, entry_max, entry_count, post_offsets = entries
+    entries = kernels.encode_blocks(term_ptr, post_docs, post_codes, config.block_size)
+    term_entry_ptr, term_far_ptr, entry_gap, far_gap, entry_max, entry_count, post_offsets = entries
     del post_docs
     term_max = term_maxima(term_entry_ptr, entry_max)
     nonempty = np.diff(term_entry_ptr) > 0
@@ -206,7 +204,8 @@ def build(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "num_docs": n_docs,
         "num_postings": n_postings,
-        "num_entries": int(entry_block.shape[0]),
+        "num_entries": int(entry_gap.shape[0]),
+        "num_far_gaps": int(far_gap.shape[0]),
         "num_blocks": n_blocks,
         "num_nonempty_terms": int(nonempty.sum()),
         "vocab": {"size": n_terms, "sha256": vocab.sha256, "source": vocab.source},
@@ -222,7 +221,9 @@ def build(
     with fmt.staged_directory(path, overwrite=overwrite) as staging:
         arrays = {
             "term_entry_ptr": term_entry_ptr,
-            "entry_block": entry_block,
+            "term_far_ptr": term_far_ptr,
+            "entry_gap": entry_gap,
+            "far_gap": far_gap,
             "entry_max": entry_max,
             "term_post_ptr": term_ptr,
             "entry_count": entry_count,

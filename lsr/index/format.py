@@ -25,10 +25,12 @@ from lsr.errors import IndexFormatError, InputError
 from lsr.io import fsync_path, sha256_file
 
 FORMAT_NAME = "lsr-sparse-index"
-FORMAT_VERSION = 2
-# Version 1 stored each entry's posting start (uint32 ``entry_post_rel``); version 2 its count
-# (uint8 ``entry_count``). Version 1 indexes still open (the counts are derived in memory).
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+# Version 1 stored each entry's posting start (uint32 ``entry_post_rel``), version 2 its count
+# (uint8 ``entry_count``); both stored each entry's block (uint16 / int32 ``entry_block``),
+# version 3 its gap from the term's previous entry in one byte (``entry_gap``, far gaps apart).
+# Older indexes still open: counts and gaps are derived in memory.
+READABLE_VERSIONS = (1, 2, 3)
 MANIFEST = "manifest.json"
 _STAGING_MARK = ".lsr-staging-"
 

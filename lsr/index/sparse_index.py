@@ -63,17 +63,35 @@ def _counts_from_starts(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, 
     return dict(arrays, entry_count=counts.astype(np.uint8))
 
 
+def _gaps_from_blocks(path: Path, arrays: dict[str, np.ndarray], n_blocks: int):
+    """A version-1 or -2 index's absolute entry blocks as version 3's gaps (in memory)."""
+    try:
+        entry_ptr, blocks = arrays["term_entry_ptr"], arrays.pop("entry_block").astype(np.int64)
+        first = np.zeros(blocks.size, dtype=bool)
+        first[entry_ptr[:-1][np.diff(entry_ptr) > 0]] = True
+        rising = np.diff(blocks, prepend=-1)[~first]
+    except (KeyError, ValueError, IndexError) as exc:
+        raise fmt.IndexFormatError(f"{path}: entry block arrays do not fit ({exc})") from None
+    if blocks.size and (blocks.min() < 0 or blocks.max() >= n_blocks or rising.min(initial=1) < 1):
+        raise fmt.IndexFormatError(f"{path}: entry blocks are out of range or not increasing")
+    term_far_ptr, entry_gap, far_gap = kernels.gaps_from_blocks(entry_ptr, blocks)
+    return dict(arrays, term_far_ptr=term_far_ptr, entry_gap=entry_gap, far_gap=far_gap)
+
+
 def _check_layout(path: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Refuse arrays that do not fit together (damaged or foreign index) before any kernel runs."""
     try:
         codes = Codec.from_json(manifest["quantization"]).dtype
         n_terms, n_docs = int(manifest["vocab"]["size"]), int(manifest["num_docs"])
         n_entries, n_postings = int(manifest["num_entries"]), int(manifest["num_postings"])
+        n_far = int(manifest.get("num_far_gaps", len(arrays.get("far_gap", ()))))
         expected = {
             "term_entry_ptr": (np.dtype(np.int64), n_terms + 1),
             "term_post_ptr": (np.dtype(np.int64), n_terms + 1),
             "term_max": (codes, n_terms),
-            "entry_block": (None, n_entries),
+            "term_far_ptr": (np.dtype(np.int64), n_terms + 1),
+            "entry_gap": (np.dtype(np.uint8), n_entries),
+            "far_gap": (np.dtype(np.uint32), n_far),
             "entry_max": (codes, n_entries),
             "entry_count": (np.dtype(np.uint8), n_entries),
             "post_offsets": (np.dtype(np.uint8), n_postings),
@@ -91,6 +109,9 @@ def _check_layout(path: Path, manifest: dict[str, Any], arrays: dict[str, np.nda
                 f"{path}: array {name!r} is {array.dtype}{list(array.shape)}, expected "
                 f"{dtype or 'any'}[{length}] (damaged, or written by another lsr)"
             )
+    far_ptr, gaps = arrays["term_far_ptr"], arrays["entry_gap"]
+    if far_ptr[0] != 0 or far_ptr[-1] != n_far or gaps.size - np.count_nonzero(gaps) != n_far:
+        raise fmt.IndexFormatError(f"{path}: far gaps do not match the entry gaps (damaged)")
 
 
 class SparseIndex:
@@ -161,6 +182,8 @@ class SparseIndex:
         manifest, arrays = fmt.open_arrays(path, verify=verify)
         if manifest["format_version"] == 1:
             arrays = _counts_from_starts(path, arrays)
+        if manifest["format_version"] < 3:
+            arrays = _gaps_from_blocks(path, arrays, int(manifest.get("num_blocks", 0)))
         _check_layout(path, manifest, arrays)
         if vocab is None or vocab.sha256 != manifest["vocab"]["sha256"]:
             vocab = Vocabulary.load(path / manifest["files"]["vocab"]["file"])
@@ -183,7 +206,7 @@ class SparseIndex:
     @property
     def posting_bytes(self) -> int:
         """Bytes of the posting structures (without per-term, per-document and vocabulary files)."""
-        skip = {"doc_ids", "term_max", "term_entry_ptr", "term_post_ptr"}
+        skip = {"doc_ids", "term_max", "term_entry_ptr", "term_post_ptr", "term_far_ptr"}
         return sum(int(e["bytes"]) for n, e in self.manifest["arrays"].items() if n not in skip)
 
     @property

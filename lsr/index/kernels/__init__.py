@@ -9,7 +9,12 @@ products whose bits do not depend on the batch.
 """
 
 from lsr.index.kernels.blockmax import blockmax_batch, blockmax_one
-from lsr.index.kernels.build import encode_blocks, prune_terms_top_n, transpose_to_term_major
+from lsr.index.kernels.build import (
+    encode_blocks,
+    gaps_from_blocks,
+    prune_terms_top_n,
+    transpose_to_term_major,
+)
 from lsr.index.kernels.dense import row_dots
 from lsr.index.kernels.exhaustive import exhaustive_batch, exhaustive_one, exhaustive_split
 from lsr.index.kernels.filtered import allowed_forward, allowed_taat, postings_of
@@ -28,6 +33,7 @@ __all__ = [
     "exhaustive_batch",
     "exhaustive_one",
     "exhaustive_split",
+    "gaps_from_blocks",
     "maxscore_batch",
     "maxscore_one",
     "postings_of",

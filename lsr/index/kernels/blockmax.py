@@ -77,14 +77,21 @@ def block_table(q_terms, q_weights, ix, lut):
     start = np.empty((m, n_blocks), dtype=np.int32)
     length = np.zeros((m, n_blocks), dtype=np.int16)
     top = np.empty((m, n_blocks), dtype=ix.entry_max.dtype)
-    term_entry_ptr, entry_block, entry_max = ix.term_entry_ptr, ix.entry_block, ix.entry_max
+    term_entry_ptr, entry_max = ix.term_entry_ptr, ix.entry_max
+    entry_gap, far_gap = ix.entry_gap, ix.far_gap
     for i in range(m):
         t = q_terms[i]
         w = q_weights[i]
         start_i, length_i, top_i = start[i], length[i], top[i]
         p = 0
+        b = np.int64(-1)
+        far = ix.term_far_ptr[t]
         for e in range(term_entry_ptr[t], term_entry_ptr[t + 1]):
-            b = np.int64(entry_block[e])
+            gap = np.int64(entry_gap[e])  # written out, as in exhaustive.accumulate
+            if gap == 0:
+                gap = np.int64(far_gap[far])
+                far += 1
+            b += gap
             ub[b] += w * decode(entry_max, lut, e)
             start_i[b] = p
             n = entry_len(ix, e)

@@ -59,25 +59,32 @@ def prune_terms_top_n(term_ptr, post_docs, post_codes, top_n):
 
 
 @njit(**OPTS)
-def encode_blocks(term_ptr, post_docs, post_codes, block_size, block_dtype):
-    """Group each term's postings by doc-id block: entries with block ids, maxima and counts."""
+def encode_blocks(term_ptr, post_docs, post_codes, block_size):
+    """Group each term's postings by doc-id block: entries with one-byte block gaps (and the far
+    gaps above 255), maxima and counts. See :mod:`lsr.index.kernels.layout`."""
     n_terms = term_ptr.shape[0] - 1
     term_entry_ptr = np.zeros(n_terms + 1, dtype=np.int64)
+    term_far_ptr = np.zeros(n_terms + 1, dtype=np.int64)
     for t in range(n_terms):
         last = -1
         count = 0
+        far = 0
         for p in range(term_ptr[t], term_ptr[t + 1]):
             blk = post_docs[p] // block_size
             if blk != last:
                 count += 1
+                far += blk - last > 255
                 last = blk
         term_entry_ptr[t + 1] = term_entry_ptr[t] + count
+        term_far_ptr[t + 1] = term_far_ptr[t] + far
     n_entries = term_entry_ptr[n_terms]
-    entry_block = np.empty(n_entries, dtype=block_dtype)
+    entry_gap = np.zeros(n_entries, dtype=np.uint8)
+    far_gap = np.empty(term_far_ptr[n_terms], dtype=np.uint32)
     entry_max = np.zeros(n_entries, dtype=post_codes.dtype)
     entry_count = np.zeros(n_entries, dtype=np.uint8)
     post_offsets = np.empty(post_docs.shape[0], dtype=np.uint8)
     e = -1
+    f = 0
     for t in range(n_terms):
         last = -1
         for p in range(term_ptr[t], term_ptr[t + 1]):
@@ -85,11 +92,44 @@ def encode_blocks(term_ptr, post_docs, post_codes, block_size, block_dtype):
             blk = doc // block_size
             if blk != last:
                 e += 1
-                entry_block[e] = blk
+                gap = blk - last
+                if gap > 255:
+                    far_gap[f] = gap
+                    f += 1
+                else:
+                    entry_gap[e] = gap
                 last = blk
             else:
                 entry_count[e] += 1  # postings - 1: a block holds at most 256 documents
             post_offsets[p] = doc - blk * block_size
             if post_codes[p] > entry_max[e]:
                 entry_max[e] = post_codes[p]
-    return term_entry_ptr, entry_block, entry_max, entry_count, post_offsets
+    return term_entry_ptr, term_far_ptr, entry_gap, far_gap, entry_max, entry_count, post_offsets
+
+
+@njit(**OPTS)
+def gaps_from_blocks(term_entry_ptr, entry_block):
+    """An older index's absolute entry blocks as one-byte gaps and far gaps (same layout)."""
+    n_terms = term_entry_ptr.shape[0] - 1
+    term_far_ptr = np.zeros(n_terms + 1, dtype=np.int64)
+    for t in range(n_terms):
+        last = np.int64(-1)
+        far = 0
+        for e in range(term_entry_ptr[t], term_entry_ptr[t + 1]):
+            far += np.int64(entry_block[e]) - last > 255
+            last = np.int64(entry_block[e])
+        term_far_ptr[t + 1] = term_far_ptr[t] + far
+    entry_gap = np.zeros(entry_block.shape[0], dtype=np.uint8)
+    far_gap = np.empty(term_far_ptr[n_terms], dtype=np.uint32)
+    f = 0
+    for t in range(n_terms):
+        last = np.int64(-1)
+        for e in range(term_entry_ptr[t], term_entry_ptr[t + 1]):
+            gap = np.int64(entry_block[e]) - last
+            if gap > 255:
+                far_gap[f] = gap
+                f += 1
+            else:
+                entry_gap[e] = gap
+            last = np.int64(entry_block[e])
+    return term_far_ptr, entry_gap, far_gap

@@ -10,14 +10,37 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from lsr.index.kernels.layout import OPTS, decode
+from lsr.index.kernels.layout import OPTS, decode, entry_len, first_block, next_block
 from lsr.index.kernels.topk import heap_push, heap_sorted
 
 
 @njit(inline="always", **OPTS)
 def accumulate(q_terms, q_weights, ix, lut, acc):
-    """Add ``weight x code`` of every posting of every query term to ``acc``, in query order."""
-    accumulate_blocks(q_terms, q_weights, ix, lut, acc, 0, ix.n_blocks)
+    """Add ``weight x code`` of every posting of every query term to ``acc``, in query order.
+
+    The entry walk is :func:`accumulate_blocks`'s without the block range, written out: going
+    through it (or through :func:`~lsr.index.kernels.layout.next_block`) measured 13 % slower
+    for whole siamese queries on real text (1.30 vs 1.14 ms, same hits)."""
+    block_size = ix.block_size
+    term_entry_ptr, term_post_ptr = ix.term_entry_ptr, ix.term_post_ptr
+    entry_gap, far_gap, entry_count = ix.entry_gap, ix.far_gap, ix.entry_count
+    post_offsets, post_codes = ix.post_offsets, ix.post_codes
+    for i in range(q_terms.shape[0]):
+        t = q_terms[i]
+        w = q_weights[i]
+        p = term_post_ptr[t]
+        far = ix.term_far_ptr[t]
+        base = -block_size  # block -1: the first gap is the first block + 1
+        for e in range(term_entry_ptr[t], term_entry_ptr[t + 1]):
+            gap = np.int64(entry_gap[e])
+            if gap == 0:
+                gap = np.int64(far_gap[far])
+                far += 1
+            base += gap * block_size
+            end = p + np.int64(entry_count[e]) + 1
+            while p < end:
+                acc[base + post_offsets[p]] += w * decode(post_codes, lut, p)
+                p += 1
 
 
 @njit(inline="always", **OPTS)
@@ -25,15 +48,15 @@ def accumulate_blocks(q_terms, q_weights, ix, lut, acc, b0, b1):
     """:func:`accumulate` restricted to the postings in doc-id blocks ``b0 <= b < b1``."""
     block_size = ix.block_size
     term_entry_ptr, term_post_ptr = ix.term_entry_ptr, ix.term_post_ptr
-    entry_block, entry_count = ix.entry_block, ix.entry_count
     post_offsets, post_codes = ix.post_offsets, ix.post_codes
     for i in range(q_terms.shape[0]):
         t = q_terms[i]
         w = q_weights[i]
         p = term_post_ptr[t]
+        b, far = first_block(ix, t)
         for e in range(term_entry_ptr[t], term_entry_ptr[t + 1]):
-            end = p + np.int64(entry_count[e]) + 1
-            b = np.int64(entry_block[e])
+            end = p + entry_len(ix, e)
+            b, far = next_block(ix, e, b, far)
             if b >= b1:
                 break
             if b < b0:

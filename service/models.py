@@ -148,10 +148,11 @@ class SearchRequest(Strict):
     fusion: Fusion = Field(default_factory=Fusion)
     prune: QueryPruning | None = Field(None, description="query-side pruning (sparse leg)")
     prf: PrfBody | None = Field(None, description="pseudo-relevance feedback (off by default)")
-    plan: Literal["auto", "taat", "forward", "blockmax"] = Field(
+    plan: Literal["auto", "taat", "forward", "blockmax", "approximate"] = Field(
         "auto",
-        description="sparse leg per segment: auto (the cheaper exact plan), taat, forward, or "
-        "blockmax (best block first; exact at heap_factor 1)",
+        description="sparse leg per segment: auto (the cheaper exact plan), taat, forward, "
+        "blockmax (best block first; exact at heap_factor 1) or approximate (blockmax at the "
+        "measured default: heap_factor 0.9 for queries of 8 terms or more, exact below)",
     )
     heap_factor: float = Field(
         1.0,

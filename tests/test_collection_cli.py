@@ -79,6 +79,10 @@ def test_search_plan_blockmax_and_its_one_line_errors(collection: Path) -> None:
     _, exact, _ = _run("search", collection, "--vector", vector, "-k", "5")
     code, out, err = _run("search", collection, "--vector", vector, "-k", "5", "--plan", "blockmax")
     assert code == 0 and out == exact, err
+    code, out, err = _run(
+        "search", collection, "--vector", vector, "-k", "5", "--plan", "approximate"
+    )
+    assert code == 0 and out == exact, err  # 3 terms: the approximate plan is exact
     for bad, word in ((["--heap-factor", "0.5"], "heap_factor"), (["--plan", "wand"], "plan")):
         code, out, err = _run("search", collection, "--vector", vector, *bad)
         assert code != 0 and word in err and len(err.strip().splitlines()) == 1, err

@@ -259,6 +259,7 @@ def test_blockmax_below_one_returns_exact_scores_and_refuses_bad_knobs(tmp_path:
     """plan="blockmax" with heap_factor < 1 over segments, deletes and a filter: every hit
     returned carries its exact score and passes the filter; misuse is a clear InputError."""
     from lsr.errors import InputError
+    from lsr.index.sparse_index import approximate_heap_factor
 
     rng = np.random.default_rng(5)
     vocab = Vocabulary([f"t{i}" for i in range(200)], frozen=True)
@@ -287,6 +288,14 @@ def test_blockmax_below_one_returns_exact_scores_and_refuses_bad_knobs(tmp_path:
             assert all(every[h.doc_id] == h.score for h in approx)  # exact scores, filter kept
             exact_recall.append(len({h.doc_id for h in approx} & {h.doc_id for h in exact}) / 10)
         assert 0.8 <= np.mean(exact_recall) < 1.0  # measured 0.995: approximate, and close
+        # plan="approximate": blockmax at the measured default for the query's length
+        for n_terms in (4, 8, 14):
+            query = {f"t{t}": float(rng.random()) + 0.1 for t in rng.choice(200, n_terms)}
+            factor = approximate_heap_factor(len(query))
+            want = c.search(query, 10, filter=flt, plan="blockmax", heap_factor=factor)
+            assert c.search(query, 10, filter=flt, plan="approximate") == want
+        with pytest.raises(InputError, match="heap_factor applies only"):
+            c.search(query, 10, plan="approximate", heap_factor=0.9)
         with pytest.raises(InputError, match="heap_factor applies only"):
             c.search(query, 10, heap_factor=0.9)
         with pytest.raises(InputError, match="heap_factor must lie"):

@@ -101,6 +101,25 @@ def test_block_gaps_above_255_go_to_far_gaps(tmp_path):
         ]
 
 
+def test_gaps_that_disagree_with_the_far_gaps_are_refused_without_checksums(tmp_path):
+    """A zero gap (a far gap's marker) rewritten to 1: the kernels would read the wrong far
+    gaps, so the open refuses it even with verify=False."""
+    from lsr.index import format as fmt
+
+    rng = np.random.default_rng(9)
+    index = SparseIndex.build(
+        random_batch(rng, 600, 20, density=0.01), tmp_path / "i", block_size=1
+    )
+    gaps = np.array(index.array("entry_gap"))
+    assert (gaps == 0).any()
+    gaps[np.flatnonzero(gaps == 0)[0]] = 1
+    manifest = json.loads((index.path / "manifest.json").read_text())
+    manifest["arrays"]["entry_gap"] = fmt.save_array(index.path, "entry_gap", gaps)
+    fmt.finalize_manifest(index.path, manifest)
+    with pytest.raises(IndexFormatError, match="far gaps do not match"):
+        SparseIndex.open(index.path, verify=False)
+
+
 @pytest.mark.parametrize("victim", ["post_codes.npy", "entry_max.npy", "doc_ids.npy", "vocab.json"])
 def test_flipped_byte_is_detected(small, victim):
     _, index = small

@@ -248,3 +248,34 @@ def test_blockmax_follows_the_best_first_model(tmp_path_factory, case, quantizat
         want_docs, want_scores = _best_first_model(index, terms, weights, k, heap_factor)
         assert docs_out[:count].tolist() == want_docs
         assert scores_out[:count].tolist() == want_scores
+
+
+def test_approximate_is_blockmax_at_the_measured_default(tmp_path):
+    """algorithm="approximate": heap_factor 0.9 from 8 query terms on, exact below; batch and
+    single searches agree, and knobs meant for blockmax are refused."""
+    from lsr.index.sparse_index import APPROXIMATE_MIN_TERMS, approximate_heap_factor
+
+    rng = np.random.default_rng(3)
+    docs, _ = _clustered(rng, 3000, 1)
+    index = SparseIndex.build(docs, tmp_path / "i", quantization="float32", block_size=32)
+    vocab = list(docs.vocab.tokens)
+    queries = []
+    for n_terms in (1, 3, APPROXIMATE_MIN_TERMS - 1, APPROXIMATE_MIN_TERMS, 12, 30) * 3:
+        terms = rng.choice(len(vocab), n_terms, replace=False)
+        queries.append({vocab[t]: float(rng.random()) + 0.05 for t in terms})
+    batch = index.batch_search(queries, 10, algorithm="approximate")
+    missed = 0
+    for query, got in zip(queries, batch, strict=True):
+        factor = approximate_heap_factor(len(query))
+        assert factor == (0.9 if len(query) >= APPROXIMATE_MIN_TERMS else 1.0)
+        want = index.search(query, 10, algorithm="blockmax", heap_factor=factor)
+        assert got == want == index.search(query, 10, algorithm="approximate")
+        exact = index.search(query, 10)
+        if factor == 1.0:
+            assert got == exact
+        missed += len({h.doc_id for h in exact} - {h.doc_id for h in got})
+    assert missed < 0.05 * 10 * len(queries)  # measured 2 of 180
+    with pytest.raises(InputError, match="heap_factor applies only"):
+        index.search(queries[0], 10, algorithm="approximate", heap_factor=0.5)
+    with pytest.raises(InputError, match="threads > 1"):
+        index.search(queries[0], 10, algorithm="approximate", threads=2)

@@ -266,6 +266,13 @@ def test_blockmax_plan_and_heap_factor_through_http_equal_the_library(server: Se
             assert set(_pairs(body)) <= set(exact) | {
                 (h.doc_id, h.score) for h in collection.search(query, 40)
             }  # every score exact
+    long_query = {f"t{i}": 1.0 / (i + 1) for i in range(10)}  # 10 terms: heap_factor 0.9
+    status, body = server.call(
+        "POST", "/collections/c/search", {"vector": long_query, "limit": 5, "plan": "approximate"}
+    )
+    assert status == 200, body
+    library = collection.search(long_query, 5, plan="blockmax", heap_factor=0.9)
+    assert _pairs(body) == [(h.doc_id, h.score) for h in library]
     for bad, field in (({"heap_factor": 0.9}, "heap_factor"), ({"plan": "wand"}, "plan"),
                        ({"plan": "blockmax", "heap_factor": 0}, "heap_factor")):  # fmt: skip
         status, body = server.call("POST", "/collections/c/search", {"vector": query, **bad})

@@ -248,8 +248,8 @@ def search(
     plan: Annotated[
         str,
         typer.Option(
-            help="sparse search per segment: auto (the cheaper exact plan), taat, forward or "
-            "blockmax (best block first)"
+            help="sparse search per segment: auto (the cheaper exact plan), taat, forward, "
+            "blockmax (best block first) or approximate (blockmax at the measured default)"
         ),
     ] = "auto",
     heap_factor: Annotated[
@@ -259,7 +259,8 @@ def search(
         ),
     ] = 1.0,
 ) -> None:
-    """Top-k over the live documents that match the filter (exact unless --heap-factor < 1)."""
+    """Top-k over the live documents that match the filter (exact unless --heap-factor < 1 or
+    --plan approximate)."""
     if (query is None) == (vector is None):
         raise InputError("give a query text or --vector (one of them)")
     q = query if query is not None else _json_arg(vector, "--vector")

@@ -696,9 +696,10 @@ class Collection:
         model) or "hybrid" (both, fused by ``fusion``, an :class:`lsr.retrieval.FusionConfig`).
         ``with_payload`` returns :class:`Match` with text and metadata. ``prf``: pseudo-relevance
         feedback (:class:`lsr.collection.prf.PrfConfig`), a second round from the first's top m.
-        ``plan``: "auto" (the cheaper exact plan per segment), "taat", "forward" or "blockmax"
+        ``plan``: "auto" (the cheaper exact plan per segment), "taat", "forward", "blockmax"
         (best-first block-max per segment: exact at ``heap_factor`` 1, faster and approximate
-        below; every score returned is exact).
+        below; every score returned is exact) or "approximate" (blockmax at the measured default:
+        0.9 for queries of 8 terms or more, exact for shorter ones).
         """
         snap = self._snapshot
         return run_search(

@@ -7,7 +7,8 @@ mask applied in the top-k scan, or — when the allowed documents' rows hold few
 query's postings — the allowed documents scored directly from their forward rows. All plans sum in
 ascending term order, so they return the same hits with the same bits. Asked for, "blockmax"
 searches a part with postings best block first (:mod:`lsr.index.kernels.blockmax`): the same hits
-at ``heap_factor`` 1, faster and approximate below it.
+at ``heap_factor`` 1, faster and approximate below it; "approximate" is blockmax at the measured
+default (:func:`lsr.index.sparse_index.approximate_heap_factor` of the query's length).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from lsr.errors import InputError
 from lsr.index import kernels
 
-PLANS = ("auto", "taat", "forward", "blockmax")
+PLANS = ("auto", "taat", "forward", "blockmax", "approximate")
 _EVERYONE = np.zeros(0, dtype=np.uint8)  # blockmax's "no allowed mask"
 _SCRATCH = threading.local()  # per thread: a zeroed accumulator and a zeroed dense query
 
@@ -91,6 +92,10 @@ def top_k(
     ``allowed``: uint8 per document (None: all); ``terms`` int32 ascending, ``weights`` > 0.
     """
     plan, heap_factor = plan if isinstance(plan, SearchPlan) else make_plan(plan)
+    if plan == "approximate":
+        from lsr.index.sparse_index import approximate_heap_factor
+
+        plan, heap_factor = "blockmax", approximate_heap_factor(int(terms.size))
     if plan == "blockmax":
         if part.ix is not None:
             return _blockmax(part, lut, allowed, terms, weights, k, heap_factor)

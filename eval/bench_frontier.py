@@ -11,7 +11,8 @@ levels, see ``eval/index_anchors.py``). For each system and each setting of its 
   B/posting   index bytes / postings of the integer collection; build s (single run)
 
 Systems
-  lsr        exhaustive (exact), MaxScore (exact), block-max at heap_factor 1/.95/.9/.85/.8/.7;
+  lsr        exhaustive (exact), MaxScore (exact), block-max at heap_factor 1/.95/.9/.85/.8/.7
+             and algorithm="approximate" (block-max at its measured default);
              variants from ``--lsr-build k=v[,k=v]`` (BuildConfig fields), and ``reorder=bp``
              automatically when this lsr's BuildConfig has it (``--no-auto-bp`` to skip)
   seismic    pyseismic-lsr: its library defaults, its guideline's "highly effective" build
@@ -278,6 +279,7 @@ def configs(built: dict[str, Any], threads: int) -> list[Config]:
                 (f"blockmax hf={f}", {"algorithm": "blockmax", "heap_factor": f})
                 for f in BLOCKMAX_FACTORS
             ]
+            knobs.append(("approximate (default)", {"algorithm": "approximate"}))
             for cfg, kw in knobs:
                 out.append(
                     (

@@ -27,7 +27,7 @@ ALGORITHMS = ("exhaustive", "maxscore", "blockmax", "approximate")
 # exact blockmax for shorter ones. Chosen from eval/results/frontier_{realtext,scifact}.md: at
 # 0.9, long queries kept recall@10 >= 0.98 against exact (real text, siamese: 1.3-1.6x faster),
 # while short ones lose recall fast for little time (real-text inference-free queries, 4 terms:
-# 0.86-0.90 recall at 0.9, 0.94-0.96 at 0.95, for 5-10 % less time).
+# 0.86-0.90 recall at 0.9, 0.935-0.96 at 0.95, for 5-10 % less time).
 APPROXIMATE_HEAP_FACTOR = 0.9
 APPROXIMATE_MIN_TERMS = 8
 KERNEL_ARRAYS = kernels.IndexArrays._fields[3:]  # the stored arrays, in the tuple's order

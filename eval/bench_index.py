@@ -42,6 +42,7 @@ import numba
 import numpy as np
 
 from lsr import SparseIndex
+from lsr.index import kernels
 from lsr.sparse import SparseBatch, read_jsonl
 from lsr.vocab import Vocabulary
 
@@ -317,6 +318,9 @@ def pruning_headroom(index: SparseIndex, queries: SparseBatch, n: int = 50) -> d
     summed block maxima reach θ (block-max pruning can only skip the others).
     """
     a = index._a
+    entry_block = kernels.blocks_from_gaps(
+        a["term_entry_ptr"], a["term_far_ptr"], a["entry_gap"], a["far_gap"]
+    )
     df = np.diff(a["term_post_ptr"])
     lut = index._lut
     theta_share, essential, blocks = [], [], []
@@ -337,7 +341,7 @@ def pruning_headroom(index: SparseIndex, queries: SparseBatch, n: int = 50) -> d
         for t, w in zip(terms, weights, strict=True):
             e0, e1 = a["term_entry_ptr"][t], a["term_entry_ptr"][t + 1]
             maxima = a["entry_max"][e0:e1]
-            block_ub[a["entry_block"][e0:e1]] += w * (maxima if lut is None else lut[maxima])
+            block_ub[entry_block[e0:e1]] += w * (maxima if lut is None else lut[maxima])
         blocks.append(float(np.mean(block_ub >= theta)))
     return {
         "queries": len(essential),

@@ -17,6 +17,7 @@ from conftest import REPO, brute_force_topk, random_batch
 
 from lsr import SparseIndex
 from lsr.errors import IndexFormatError, InputError
+from lsr.index import kernels
 from lsr.index.builder import BuildConfig
 from lsr.io import sha256_file
 
@@ -92,6 +93,10 @@ def test_block_gaps_above_255_go_to_far_gaps(tmp_path):
     assert index.manifest["num_far_gaps"] == len(a["far_gap"]) >= 3
     assert {300, 598, 701} <= set(a["far_gap"].tolist())
     np.testing.assert_array_equal(_rebuilt_matrix(a, 1, dense.shape), dense)
+    blocks = kernels.blocks_from_gaps(
+        a["term_entry_ptr"], a["term_far_ptr"], a["entry_gap"], a["far_gap"]
+    )
+    np.testing.assert_array_equal(blocks, _entry_blocks(a))
     queries = random_batch(rng, 30, 12, density=0.4)
     oracle = brute_force_topk(queries.matrix, docs.matrix, 10)
     for algorithm in ("exhaustive", "maxscore", "blockmax"):

@@ -10,6 +10,7 @@ products whose bits do not depend on the batch.
 
 from lsr.index.kernels.blockmax import blockmax_batch, blockmax_one
 from lsr.index.kernels.build import (
+    blocks_from_gaps,
     encode_blocks,
     gaps_from_blocks,
     prune_terms_top_n,
@@ -28,6 +29,7 @@ __all__ = [
     "allowed_taat",
     "blockmax_batch",
     "blockmax_one",
+    "blocks_from_gaps",
     "canonical_query",
     "encode_blocks",
     "exhaustive_batch",

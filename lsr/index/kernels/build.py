@@ -133,3 +133,21 @@ def gaps_from_blocks(term_entry_ptr, entry_block):
                 entry_gap[e] = gap
             last = np.int64(entry_block[e])
     return term_far_ptr, entry_gap, far_gap
+
+
+@njit(**OPTS)
+def blocks_from_gaps(term_entry_ptr, term_far_ptr, entry_gap, far_gap):
+    """Every entry's block (int64), added up from the gaps: for tools and analyses; the search
+    kernels add them up as they walk."""
+    blocks = np.empty(entry_gap.shape[0], dtype=np.int64)
+    for t in range(term_entry_ptr.shape[0] - 1):
+        block = np.int64(-1)
+        far = term_far_ptr[t]
+        for e in range(term_entry_ptr[t], term_entry_ptr[t + 1]):
+            gap = np.int64(entry_gap[e])
+            if gap == 0:
+                gap = np.int64(far_gap[far])
+                far += 1
+            block += gap
+            blocks[e] = block
+    return blocks

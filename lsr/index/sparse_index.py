@@ -367,8 +367,11 @@ class SparseIndex:
         self, q: QueryArrays, k: int, algorithm: str, threads: int | None, heap_factor: float = 1.0
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = len(q.ptr) - 1
-        if algorithm == "approximate":
-            return self._run_approximate(q, k, threads)
+        if algorithm == "blockmax":
+            heap_factors = np.full(n, heap_factor)
+        elif algorithm == "approximate":  # blockmax, each query at its measured default
+            algorithm = "blockmax"
+            heap_factors = np.array([approximate_heap_factor(int(m)) for m in np.diff(q.ptr)])
         k_eff = min(k, self.num_docs)
         docs = np.full((n, k_eff), -1, dtype=np.int64)
         scores = np.zeros((n, k_eff), dtype=np.float32)
@@ -388,8 +391,9 @@ class SparseIndex:
                 )
             elif algorithm == "blockmax":
                 count = kernels.blockmax_one(
-                    q.terms, q.weights, k_eff, ix, lut, heap_factor, _EVERYONE, docs[0], scores[0]
-                )
+                    q.terms, q.weights, k_eff, ix, lut, float(heap_factors[0]), _EVERYONE,
+                    docs[0], scores[0],
+                )  # fmt: skip
             else:
                 count = kernels.maxscore_one(
                     q.terms, q.weights, k_eff, ix, lut, self.window_blocks, docs[0], scores[0]
@@ -404,7 +408,7 @@ class SparseIndex:
                     )  # fmt: skip
                 elif algorithm == "blockmax":
                     counts = kernels.blockmax_batch(
-                        q.ptr, q.terms, q.weights, k_eff, ix, lut, heap_factor, docs, scores
+                        q.ptr, q.terms, q.weights, k_eff, ix, lut, heap_factors, docs, scores
                     )
                 else:
                     counts = kernels.maxscore_batch(
@@ -412,28 +416,6 @@ class SparseIndex:
                     )
         if self.codec.score_scale != 1.0:
             scores *= np.float32(self.codec.score_scale)
-        return docs, scores, counts
-
-    def _run_approximate(
-        self, q: QueryArrays, k: int, threads: int | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Blockmax at each query's :func:`approximate_heap_factor` (queries grouped by it)."""
-        lengths = np.diff(q.ptr)
-        if len(lengths) == 1:
-            return self._run(q, k, "blockmax", threads, approximate_heap_factor(int(lengths[0])))
-        factors = np.array([approximate_heap_factor(int(n)) for n in lengths])
-        k_eff = min(k, self.num_docs)
-        docs = np.full((len(lengths), k_eff), -1, dtype=np.int64)
-        scores = np.zeros((len(lengths), k_eff), dtype=np.float32)
-        counts = np.zeros(len(lengths), dtype=np.int64)
-        for factor in np.unique(factors):
-            rows = np.flatnonzero(factors == factor)
-            take = np.concatenate([np.arange(q.ptr[r], q.ptr[r + 1]) for r in rows])
-            ptr = np.concatenate([[0], np.cumsum(lengths[rows])]).astype(np.int64)
-            part = QueryArrays(ptr, q.terms[take], q.weights[take])
-            docs[rows], scores[rows], counts[rows] = self._run(
-                part, k, "blockmax", threads, float(factor)
-            )
         return docs, scores, counts
 
     def warm_up(self, k: int = 10, *, algorithm: str = "exhaustive") -> None:

@@ -239,15 +239,16 @@ def blockmax_one(q_terms, q_weights, k, ix, lut, heap_factor, allowed, out_docs,
 
 
 @njit(parallel=True, **OPTS)
-def blockmax_batch(q_ptr, q_terms, q_weights, k, ix, lut, heap_factor, out_docs, out_scores):
-    """All queries in parallel, one query per thread at a time (every document allowed)."""
+def blockmax_batch(q_ptr, q_terms, q_weights, k, ix, lut, heap_factors, out_docs, out_scores):
+    """All queries in parallel, one query per thread at a time (every document allowed); query
+    i stops at ``heap_factors[i]``."""
     n_queries = q_ptr.shape[0] - 1
     counts = np.zeros(n_queries, dtype=np.int64)
     everyone = np.zeros(0, dtype=np.uint8)
     for qi in prange(n_queries):
         a, b = q_ptr[qi], q_ptr[qi + 1]
         counts[qi] = blockmax_one(
-            q_terms[a:b], q_weights[a:b], k, ix, lut, heap_factor, everyone, out_docs[qi],
+            q_terms[a:b], q_weights[a:b], k, ix, lut, heap_factors[qi], everyone, out_docs[qi],
             out_scores[qi],
         )  # fmt: skip
     return counts

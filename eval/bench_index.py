@@ -151,6 +151,40 @@ def read_vectors_dir(path: Path, vocab: Vocabulary) -> tuple[SparseBatch, dict[s
     return docs, queries
 
 
+def lucene_index(
+    idocs: SparseBatch, lucene_dir: Path, levels: int, *, rebuild: bool = False
+) -> tuple[Any, dict[str, Any]]:
+    """Anserini impact index of ``idocs`` at ``lucene_dir``: reused when its stamp matches these
+    integer vectors (and not ``rebuild``), else built; the searcher and its build info."""
+    from lsr.baselines.lucene_impact import LuceneImpactSearch, build_impact_index
+
+    stamp = lucene_dir / "lsr_bench_stamp.json"
+    fingerprint = {
+        "docs": len(idocs),
+        "postings": int(idocs.matrix.nnz),
+        "sum": float(idocs.matrix.data.sum()),
+        "levels": levels,
+    }
+    cached = stamp.exists() and json.loads(stamp.read_text()) == fingerprint and not rebuild
+    if cached:
+        build_s = json.loads((lucene_dir / "lsr_bench_build.json").read_text())["build_s"]
+        print(f"   reusing Lucene index {lucene_dir} (built in {build_s:.0f} s)", flush=True)
+    else:
+        shutil.rmtree(lucene_dir, ignore_errors=True)
+        print(f"   building Lucene impact index at {lucene_dir} ...", flush=True)
+        start = time.perf_counter()
+        build_impact_index(idocs.ids, idocs.matrix, idocs.vocab.tokens, lucene_dir, threads=1)
+        build_s = time.perf_counter() - start
+        (lucene_dir / "lsr_bench_build.json").write_text(json.dumps({"build_s": build_s}))
+        stamp.write_text(json.dumps(fingerprint))
+    size = dir_bytes(lucene_dir) - stamp.stat().st_size
+    return LuceneImpactSearch(lucene_dir), {
+        "build_s": build_s,
+        "bytes_per_posting": size / idocs.matrix.nnz,
+        "build_reused_from_earlier_run": cached,
+    }
+
+
 def run_workload(
     name: str,
     docs: SparseBatch,
@@ -192,47 +226,9 @@ def run_workload(
     scipy_search = ScipySearch(idocs)
     lucene = None
     if not args.no_lucene:
-        from lsr.baselines.lucene_impact import LuceneImpactSearch, build_impact_index
-
-        lucene_dir = work / f"lucene-{levels}"
-        stamp = lucene_dir / "lsr_bench_stamp.json"
-        fingerprint = {
-            "docs": len(idocs),
-            "postings": int(idocs.matrix.nnz),
-            "sum": float(idocs.matrix.data.sum()),
-            "levels": levels,
-        }
-        if (
-            stamp.exists()
-            and json.loads(stamp.read_text()) == fingerprint
-            and not args.rebuild_lucene
-        ):
-            lucene_build_s = json.loads((lucene_dir / "lsr_bench_build.json").read_text())[
-                "build_s"
-            ]
-            lucene_cached = True
-            print(
-                f"   reusing Lucene index {lucene_dir} (built in {lucene_build_s:.0f} s)",
-                flush=True,
-            )
-        else:
-            lucene_cached = False
-            shutil.rmtree(lucene_dir, ignore_errors=True)
-            print("   building Lucene impact index ...", flush=True)
-            start = time.perf_counter()
-            build_impact_index(idocs.ids, idocs.matrix, idocs.vocab.tokens, lucene_dir, threads=1)
-            lucene_build_s = time.perf_counter() - start
-            (lucene_dir / "lsr_bench_build.json").write_text(
-                json.dumps({"build_s": lucene_build_s})
-            )
-            stamp.write_text(json.dumps(fingerprint))
-        lucene = LuceneImpactSearch(lucene_dir)
-        size = dir_bytes(lucene_dir) - stamp.stat().st_size
-        build["lucene"] = {
-            "build_s": lucene_build_s,
-            "bytes_per_posting": size / idocs.matrix.nnz,
-            "build_reused_from_earlier_run": lucene_cached,
-        }
+        lucene, build["lucene"] = lucene_index(
+            idocs, work / f"lucene-{levels}", levels, rebuild=args.rebuild_lucene
+        )
     result["build"] = build
 
     threads = numba.config.NUMBA_NUM_THREADS

@@ -352,6 +352,7 @@ class BmpAnchor(Anchor):
         self.compress_range = compress_range
         self.levels = levels
         self.searcher: Any = None
+        self._indexed: set[str] = set()
 
     def build(self, docs: SparseBatch) -> BmpAnchor:
         import bmp
@@ -375,10 +376,15 @@ class BmpAnchor(Anchor):
         self.build_s = time.perf_counter() - start
         self.index_bytes = dir_bytes(self.path)
         self.postings = int(m.nnz)
+        self._indexed = set(tokens[np.unique(m.indices)].tolist())
         return self
 
     def search(
         self, query: Mapping[str, float], k: int, *, alpha: float = 1.0, beta: float = 1.0
     ) -> list[str]:
-        docnos, _ = self.searcher.search(dict(query), k=k, alpha=alpha, beta=beta)
+        # bmp 0.2.8 panics on a query term no document has (synthetic queries have a few)
+        query = {t: w for t, w in query.items() if t in self._indexed}
+        if not query:
+            return []
+        docnos, _ = self.searcher.search(query, k=k, alpha=alpha, beta=beta)
         return list(docnos)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from eval.bench_frontier import cheapest, parse_build
+from eval import bench_frontier
+from eval.bench_frontier import cheapest, measure, parse_build, short
 from lsr.sparse import SparseBatch
 from lsr.vocab import Vocabulary
 
@@ -23,7 +24,7 @@ K = 10
 def collection() -> tuple[SparseBatch, list[dict[str, float]], list[list[str]]]:
     rng = np.random.default_rng(7)
     n_docs, n_terms = 3000, 300
-    vocab = Vocabulary([f"t{i:03d}" for i in range(n_terms)] + ["ünï"])
+    vocab = Vocabulary([f"t{i:03d}" for i in range(n_terms)] + ["ünï", "unused"])
     rows, cols, vals = [], [], []
     popularity = 1.0 / np.arange(1, n_terms + 2) ** 0.7
     popularity /= popularity.sum()
@@ -32,7 +33,7 @@ def collection() -> tuple[SparseBatch, list[dict[str, float]], list[list[str]]]:
         rows += [d] * len(terms)
         cols += terms.tolist()
         vals += rng.integers(1, 86, size=len(terms)).tolist()
-    m = sp.csr_matrix((np.asarray(vals, np.float32), (rows, cols)), shape=(n_docs, n_terms + 1))
+    m = sp.csr_matrix((np.asarray(vals, np.float32), (rows, cols)), shape=(n_docs, n_terms + 2))
     docs = SparseBatch([f"d{i}" for i in range(n_docs)], m, vocab)
     queries = []
     for _ in range(20):
@@ -41,7 +42,7 @@ def collection() -> tuple[SparseBatch, list[dict[str, float]], list[list[str]]]:
     dense = m.toarray()
     exact = []
     for q in queries:
-        w = np.zeros(n_terms + 1, np.float32)
+        w = np.zeros(n_terms + 2, np.float32)
         for t, v in q.items():
             w[vocab.get(t)] = v
         scores = dense @ w
@@ -88,6 +89,9 @@ def test_bmp_safe_search_is_close(collection, tmp_path: Path) -> None:
     got = [anchor.search(q, K) for q in queries]
     # BMP re-quantises query weights: close to exact, not always equal
     assert recall(got, exact) > 0.8
+    # a term no document has (bmp itself panics on one) adds nothing
+    assert anchor.search({"unused": 50.0}, K) == []
+    assert [anchor.search({**q, "unused": 50.0}, K) for q in queries] == got
 
 
 def test_report_helpers() -> None:
@@ -99,3 +103,38 @@ def test_report_helpers() -> None:
     ]
     best = cheapest(rows)
     assert best["lsr"]["p50_ms"] == 1.0 and "seismic" not in best
+
+
+def test_measure_counts_ties_and_empty_references() -> None:
+    def search(q: dict[str, float]) -> list[str]:
+        return ["a", "x"] if q else []
+
+    reference = [["a", "b"], []]
+    row = measure(search, [{"t": 1.0}, {}], reference, None, [{"a", "b", "x"}, set()], warmup=0)
+    # query 1: "x" ties the exact 10th score, so it counts; query 2 has nothing to find
+    assert row["recall@10"] == 1.0
+    assert row["id_recall@10"] == 0.75
+    assert row["qps_batch"] is None and row["p50_ms"] >= 0
+    assert short(5_000_000) == "5m" and short(300_000) == "300k" and short(1234) == "1234"
+
+
+def test_frontier_workload_measures_each_build_and_lets_it_go(
+    collection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    docs, queries, _ = collection
+    monkeypatch.setattr(bench_frontier, "WORK", tmp_path)
+    args = argparse.Namespace(
+        lsr_build=["block_size=64"], no_auto_bp=True, no_seismic=True, no_pisa=True,
+        no_bmp=True, no_lucene=True, queries=8, seismic_builds=[], bmp_levels=[], lucene_dir=None,
+    )  # fmt: skip
+    qbatch = SparseBatch.from_dicts(queries, [f"q{i}" for i in range(len(queries))], docs.vocab)
+    result = bench_frontier.run_workload("tiny", docs, {"siamese": qbatch}, args)
+    assert list(result["builds"]) == ["lsr", "lsr[block_size=64]"]
+    rows = result["modes"]["siamese"]["rows"]
+    assert result["modes"]["siamese"]["queries"] == 8
+    assert {r["build"] for r in rows} == {"lsr", "lsr[block_size=64]"}
+    exact = [r for r in rows if r["config"] in ("exhaustive", "maxscore", "blockmax hf=1.0")]
+    assert len(exact) == 6 and all(r["recall@10"] == 1.0 for r in exact)
+    assert (tmp_path / "frontier-tiny" / "lsr" / "manifest.json").exists()

@@ -19,31 +19,47 @@ import numpy as np
 from numba import njit, prange
 
 from lsr.index.kernels.layout import OPTS, decode, entry_len
-from lsr.index.kernels.topk import heap_push, heap_sorted, worse
+from lsr.index.kernels.topk import heap_push, heap_sorted
 
 
 @njit(inline="always", **OPTS)
-def _sift_down(ub, blocks, i, n):
-    """Restore the max-heap (by bound, ties by lower block) below position ``i``."""
-    u = ub[i]
-    b = blocks[i]
+def block_key(bound, block):
+    """A block's place in the visiting order as one uint64: a larger key comes first (higher
+    bound, then lower block). A non-negative float32's bits order like its value."""
+    bits = np.uint64(np.float32(bound).view(np.uint32))
+    return (bits << np.uint64(32)) | np.uint64(0xFFFFFFFF - block)
+
+
+@njit(inline="always", **OPTS)
+def key_bound(key):
+    """The bound a :func:`block_key` holds."""
+    return np.uint32(key >> np.uint64(32)).view(np.float32)
+
+
+@njit(inline="always", **OPTS)
+def key_block(key):
+    """The block a :func:`block_key` holds."""
+    return np.int64(0xFFFFFFFF - (key & np.uint64(0xFFFFFFFF)))
+
+
+@njit(inline="always", **OPTS)
+def _sift_down(keys, i, n):
+    """Restore the max-heap of block keys below position ``i`` (one comparison per step: a
+    (bound, block) pair compared field by field mispredicts far more often)."""
+    key = keys[i]
     while True:
         child = 2 * i + 1
         if child >= n:
             break
         right = child + 1
-        if right < n and (
-            ub[right] > ub[child] or (ub[right] == ub[child] and blocks[right] < blocks[child])
-        ):
+        if right < n and keys[right] > keys[child]:
             child = right
-        if ub[child] > u or (ub[child] == u and blocks[child] < b):
-            ub[i] = ub[child]
-            blocks[i] = blocks[child]
+        if keys[child] > key:
+            keys[i] = keys[child]
             i = child
         else:
             break
-    ub[i] = u
-    blocks[i] = b
+    keys[i] = key
 
 
 # Blocks scored first, before any heap of blocks is built: their k-th score usually leaves
@@ -57,7 +73,6 @@ class BlockTable(NamedTuple):
     ub: np.ndarray  # float32[n_blocks]: upper bound of any document's score in the block
     start: np.ndarray  # int32[m, n_blocks]: first posting of term i in block b (from the term's)
     length: np.ndarray  # int16[m, n_blocks]: its postings in block b (0: none)
-    top: np.ndarray  # code[m, n_blocks]: its largest code in block b (where length > 0)
 
 
 @njit(**OPTS)
@@ -76,13 +91,12 @@ def block_table(q_terms, q_weights, ix, lut):
     ub = np.zeros(n_blocks, dtype=np.float32)
     start = np.empty((m, n_blocks), dtype=np.int32)
     length = np.zeros((m, n_blocks), dtype=np.int16)
-    top = np.empty((m, n_blocks), dtype=ix.entry_max.dtype)
     term_entry_ptr, entry_max = ix.term_entry_ptr, ix.entry_max
     entry_gap, far_gap = ix.entry_gap, ix.far_gap
     for i in range(m):
         t = q_terms[i]
         w = q_weights[i]
-        start_i, length_i, top_i = start[i], length[i], top[i]
+        start_i, length_i = start[i], length[i]
         p = 0
         b = np.int64(-1)
         far = ix.term_far_ptr[t]
@@ -96,15 +110,14 @@ def block_table(q_terms, q_weights, ix, lut):
             start_i[b] = p
             n = entry_len(ix, e)
             length_i[b] = n
-            top_i[b] = entry_max[e]
             p += n
-    return BlockTable(ub, start, length, top)
+    return BlockTable(ub, start, length)
 
 
 @njit(**OPTS)
-def _first_blocks(ub, n_first, h_ub, h_block):
-    """The ``n_first`` first blocks in visiting order (bound descending, then block id) with a
-    positive bound, written best first into ``h_ub`` / ``h_block`` (sorted: a valid max-heap)."""
+def _first_blocks(ub, n_first, keys):
+    """The keys of the ``n_first`` first blocks in visiting order with a positive bound,
+    written best first into ``keys`` (sorted: a valid max-heap); returns how many."""
     s_ub = np.empty(n_first, dtype=np.float32)
     s_block = np.empty(n_first, dtype=np.int32)
     size = 0
@@ -112,24 +125,28 @@ def _first_blocks(ub, n_first, h_ub, h_block):
         if ub[b] > 0.0 and (size < n_first or ub[b] >= s_ub[0]):
             # (bound, block) ranks like (score, doc): the hit heap keeps the first n_first
             size = heap_push(s_ub, s_block, size, n_first, ub[b], np.int32(b))
+    h_ub = np.empty(size, dtype=np.float32)
+    h_block = np.empty(size, dtype=np.int32)
     heap_sorted(s_ub, s_block, size, h_block, h_ub)
+    for i in range(size):
+        keys[i] = block_key(h_ub[i], h_block[i])
     return size
 
 
 @njit(**OPTS)
-def _blocks_after(ub, last_ub, last_block, factor, theta, h_ub, h_block):
-    """Heapify the blocks that come after (``last_ub``, ``last_block``) in visiting order and
-    could still be visited: ``bound x factor >= theta`` (a block below it, once popped, would
-    end the search; ``theta`` 0 while fewer than k hits are held)."""
+def _blocks_after(ub, last_key, factor, theta, keys):
+    """Heapify the keys of the blocks that come after ``last_key`` in visiting order and could
+    still be visited: ``bound x factor >= theta`` (a block below it, once popped, would end the
+    search; ``theta`` 0 while fewer than k hits are held). The selection writes every key and
+    advances on the condition: a branch per block would mispredict on a tenth of them."""
     n = 0
     for b in range(ub.shape[0]):
         u = ub[b]
-        if u > 0.0 and u * factor >= theta and worse(u, b, last_ub, last_block):
-            h_ub[n] = u
-            h_block[n] = b
-            n += 1
+        key = block_key(u, b)
+        keys[n] = key
+        n += (u > 0.0) & (u * factor >= theta) & (key < last_key)
     for i in range((n >> 1) - 1, -1, -1):
-        _sift_down(h_ub, h_block, i, n)
+        _sift_down(keys, i, n)
     return n
 
 
@@ -163,21 +180,20 @@ def blockmax_one(q_terms, q_weights, k, ix, lut, heap_factor, allowed, out_docs,
     base = np.empty(m, dtype=np.int64)
     for i in range(m):
         base[i] = ix.term_post_ptr[q_terms[i]]
-    h_ub = np.empty(ix.n_blocks, dtype=np.float32)
-    h_block = np.empty(ix.n_blocks, dtype=np.int32)
-    n = _first_blocks(table.ub, N_FIRST_BLOCKS, h_ub, h_block)
+    keys = np.empty(ix.n_blocks, dtype=np.uint64)  # a max-heap of the blocks still to visit
+    n = _first_blocks(table.ub, N_FIRST_BLOCKS, keys)
     more = n == N_FIRST_BLOCKS  # blocks after the first ones may still need a visit
-    last_ub, last_block = (h_ub[n - 1], h_block[n - 1]) if n > 0 else (np.float32(0.0), 0)
+    last_key = keys[n - 1] if n > 0 else np.uint64(0)
     heap_s = np.empty(k, dtype=np.float32)
     heap_d = np.empty(k, dtype=np.int32)
     size = 0
     acc = np.zeros(block_size, dtype=np.float32)
-    rest = np.empty(m + 1, dtype=np.float32)
     least = np.float32(np.nextafter(np.float32(0.0), np.float32(1.0)))  # smallest positive
     factor = np.float32(heap_factor)
     # a float32 sum of m + 1 non-negative terms, in any order, is within (m + 1) units of
     # rounding of the exact sum; the margin covers two such sums with room to spare
     margin = np.float32(1.0 + 4.0 * (m + 2) * 2.0**-24)
+    slack = np.float32(4.0 * (m + 2) * 2.0**-24)  # see the block loop
     masked = allowed.shape[0] > 0
     while True:
         if n == 0:
@@ -185,15 +201,14 @@ def blockmax_one(q_terms, q_weights, k, ix, lut, heap_factor, allowed, out_docs,
                 break
             more = False
             theta = heap_s[0] if size == k else np.float32(0.0)
-            n = _blocks_after(table.ub, last_ub, last_block, factor, theta, h_ub, h_block)
+            n = _blocks_after(table.ub, last_key, factor, theta, keys)
             continue
-        bound = h_ub[0]
-        b = np.int64(h_block[0])
+        bound = key_bound(keys[0])
+        b = key_block(keys[0])
         n -= 1
         if n > 0:
-            h_ub[0] = h_ub[n]
-            h_block[0] = h_block[n]
-            _sift_down(h_ub, h_block, 0, n)
+            keys[0] = keys[n]
+            _sift_down(keys, 0, n)
         doc0 = b * block_size
         if size == k:
             reach = bound * factor
@@ -201,27 +216,33 @@ def blockmax_one(q_terms, q_weights, k, ix, lut, heap_factor, allowed, out_docs,
                 break
             if reach == heap_s[0] and doc0 > heap_d[0]:
                 continue
-        rest[m] = 0.0
-        for i in range(m - 1, -1, -1):
-            rest[i] = rest[i + 1]
-            if table.length[i, b] > 0:
-                rest[i] += q_weights[i] * decode(table.top[i], lut, b)
+        # After term i, the terms still to come add at most bound - done to any document, where
+        # done is the block bound's own float32 partial sum over terms 0..i (each term's block
+        # maximum is the largest weight among its postings read here, and the bound added the
+        # same products in the same order); `slack` covers the rounding of bound, done and
+        # their difference. Reading no other term's table entry keeps a dropped block cheap.
         dropped = False
+        best = np.float32(0.0)  # the block's best partial score so far (scores only grow)
+        done = np.float32(0.0)
+        extra = bound * slack
         for i in range(m):
             n_i = np.int64(table.length[i, b])
             if n_i == 0:
                 continue
             w = q_weights[i]
             start = base[i] + table.start[i, b]
+            top = np.float32(0.0)
             for p in range(start, start + n_i):
-                acc[post_offsets[p]] += w * decode(post_codes, lut, p)
-            if size == k and rest[i + 1] < heap_s[0]:
-                best = np.float32(0.0)
-                for o in range(block_size):
-                    best = max(best, acc[o])
-                if (best + rest[i + 1]) * margin < heap_s[0]:
-                    dropped = True
-                    break
+                o = post_offsets[p]
+                x = decode(post_codes, lut, p)
+                v = acc[o] + w * x
+                acc[o] = v
+                best = max(best, v)
+                top = max(top, x)
+            done += w * top
+            if size == k and (best + (bound - done) + extra) * margin < heap_s[0]:
+                dropped = True
+                break
         if dropped:
             acc[:] = 0.0
             continue

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from lsr import SparseIndex, Vocabulary
 from lsr.errors import InputError
 from lsr.index import kernels
+from lsr.index.kernels.blockmax import block_key, key_block, key_bound
 from lsr.sparse import SparseBatch
 
 SETTINGS = settings(
@@ -279,3 +280,26 @@ def test_approximate_is_blockmax_at_the_measured_default(tmp_path):
         index.search(queries[0], 10, algorithm="approximate", heap_factor=0.5)
     with pytest.raises(InputError, match="threads > 1"):
         index.search(queries[0], 10, algorithm="approximate", threads=2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pairs=st.lists(
+        st.tuples(
+            st.floats(0.0, float(np.finfo(np.float32).max), width=32).map(abs),
+            st.integers(0, 2**32 - 1),
+        ),
+        min_size=2,
+        max_size=20,
+        unique_by=lambda p: p[1],
+    )
+)
+def test_block_keys_order_like_bound_then_block(pairs):
+    """One uint64 key per block ranks blocks as the visiting order does (higher bound first,
+    then lower block) and gives back both fields unchanged."""
+    keys = [int(block_key(np.float32(u), b)) for u, b in pairs]
+    assert [(float(key_bound(np.uint64(k))), int(key_block(np.uint64(k)))) for k in keys] == [
+        (float(np.float32(u)), b) for u, b in pairs
+    ]
+    by_key = [p for _, p in sorted(zip(keys, pairs, strict=True), reverse=True)]
+    assert by_key == sorted(pairs, key=lambda p: (-np.float32(p[0]), p[1]))

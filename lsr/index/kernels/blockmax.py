@@ -7,8 +7,10 @@ scored exactly with a block-local accumulator; the search stops at the first blo
 their bit-exact scores equal :mod:`lsr.index.kernels.exhaustive`'s; below 1 the search stops
 earlier and may miss hits (every hit returned still carries its exact score).
 
-Pays off when few blocks can reach the final threshold (real text: a few percent of blocks);
-on collections where nearly every block can, it does the exhaustive work plus the bounds.
+Pays off most when few blocks can reach the final threshold (real text: a few percent of
+blocks). Where nearly every block can (SciFact, synthetic collections) it still costs no more
+than exhaustive search, because most visited blocks are dropped after their first terms'
+postings, at a few bookkeeping steps each (see docs/benchmarks.md).
 """
 
 from __future__ import annotations

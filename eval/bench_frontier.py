@@ -31,7 +31,10 @@ Systems
                                   [--seismic-builds default,guide] [--queries 200]
                                   [--out eval/results]
 
-Writes frontier_<workload>.{json,md,png} under --out.
+Writes frontier_<workload>.{json,md,png} under --out. Last, each mode's cheapest lsr and Seismic
+configurations are timed again alternately, query by query (``paired`` in the JSON): the sweep
+times systems minutes apart, and these shared hosts drift. ``--paired-only`` redoes just that
+step on a saved run.
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ SEISMIC_BUILDS = ("default", "guide", *(f"np{n}" for n in SEISMIC_NPOSTINGS))
 SEISMIC_QUERY_CUT = (5, 10, 20)
 SEISMIC_HEAP = (1.0, 0.9, 0.8, 0.7)
 PISA_ALGORITHMS = ("maxscore", "block_max_maxscore", "block_max_wand")
+PAIRED_ROUNDS = 3  # rounds over the queries when the cheapest configurations are timed again
 BMP_SETTINGS = ((1.0, 1.0), (0.9, 1.0), (0.8, 1.0), (0.7, 1.0), (1.0, 0.9), (1.0, 0.8), (0.9, 0.9))
 
 
@@ -182,6 +186,11 @@ def supports_bp() -> bool:
 Built = tuple[str, Any, dict[str, Any]]  # build label, searchable object (None: failed), info
 
 
+def lsr_path(work: Path, label: str) -> Path:
+    """Where an lsr build of the run lives, from its label ("lsr[block_size=64]" ...)."""
+    return work / label.replace("[", "-").replace("]", "").replace(",", "-")
+
+
 def build_systems(name: str, idocs: SparseBatch, args: argparse.Namespace) -> Iterator[Built]:
     """Every index of the run, built one at a time (lsr first): the caller measures each and lets
     it go before the next is built, so a 5M-document run holds one engine's index in memory."""
@@ -199,7 +208,7 @@ def build_systems(name: str, idocs: SparseBatch, args: argparse.Namespace) -> It
         label = "lsr-bp" if kw == {"reorder": "bp"} else f"lsr[{spec}]"
         lsr_variants[label] = kw
     for label, kw in lsr_variants.items():
-        path = work / label.replace("[", "-").replace("]", "").replace(",", "-")
+        path = lsr_path(work, label)
         print(f"   building {label} {kw} ...", flush=True)
         try:
             index, secs = timed(
@@ -334,6 +343,102 @@ def configs(built: dict[str, Any], threads: int) -> list[Config]:
     return out
 
 
+def exact_workload(
+    exact: SparseIndex, idocs: SparseBatch, queries: dict[str, SparseBatch], n_queries: int
+) -> dict[str, dict[str, Any]]:
+    """Per mode: the first ``n_queries`` integer queries (batch and dicts), their exact top 10
+    from ``exact`` and the documents that tie into it."""
+    workload: dict[str, dict[str, Any]] = {}
+    for mode, qbatch in queries.items():
+        iq = integer_queries(qbatch)
+        n = min(n_queries, len(iq))
+        iq = SparseBatch(iq.ids[:n], iq.matrix[:n], iq.vocab)
+        reference = [
+            [h[0] for h in hits] for hits in exact.batch_search(iq, K, algorithm="exhaustive")
+        ]
+        accept = acceptable(idocs, iq, reference)
+        workload[mode] = {"iq": iq, "dicts": iq.to_dicts(), "ref": reference, "ok": accept}
+    return workload
+
+
+def paired_pick(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The mode's cheapest lsr row at recall >= 0.95 and Seismic's (its best recall where it
+    never reaches 0.95), or None when either is missing."""
+    best = cheapest(rows)
+    lsr_rows = [r for r in best.values() if r["system"] == "lsr"]
+    seismic = [r for r in rows if r["system"] == "seismic"]
+    if not lsr_rows or not seismic:
+        return None
+    top = best.get("seismic") or max(seismic, key=lambda r: (r["recall@10"], -r["p50_ms"]))
+    return min(lsr_rows, key=lambda r: r["p50_ms"]), top
+
+
+def paired_remeasure(
+    name: str,
+    idocs: SparseBatch,
+    workload: dict[str, dict[str, Any]],
+    result: dict[str, Any],
+    rounds: int = PAIRED_ROUNDS,
+) -> None:
+    """Time each mode's cheapest lsr and Seismic configurations again, query by query and
+    alternately, ``rounds`` times over the queries; adds ``paired`` to each mode's result.
+
+    The sweep times each system minutes after the last, so a shared host whose speed drifts
+    moves its ratios (a run on a host 1.8x slower moved real-text lsr / Seismic from 0.84 to
+    1.09); timed in alternation, both sides see the same host."""
+    from eval import index_anchors as ia
+
+    work = WORK / f"frontier-{name}"
+    picks = {m: paired_pick(b["rows"]) for m, b in result["modes"].items()}
+    picks = {m: p for m, p in picks.items() if p is not None}
+    objects: dict[str, Any] = {}
+    for lsr_row, seismic_row in picks.values():
+        for row in (lsr_row, seismic_row):
+            label = row["build"]
+            if label in objects:
+                continue
+            print(f"   paired: opening {label} ...", flush=True)
+            if row["system"] == "lsr":
+                objects[label] = SparseIndex.open(lsr_path(work, label))
+            else:
+                options = result["builds"][label]["options"]
+                objects[label] = ia.SeismicAnchor(work / label, **options).build(idocs)
+    for mode, pair in picks.items():
+        searches = [
+            next(
+                fn
+                for _, cfg, fn, _ in configs({r["build"]: objects[r["build"]]}, 1)
+                if cfg == r["config"]
+            )
+            for r in pair
+        ]
+        dicts = workload[mode]["dicts"]
+        for fn in searches:
+            for q in dicts[:5]:
+                fn(q)
+        times: tuple[list[float], list[float]] = ([], [])
+        for rnd in range(rounds):
+            for i, q in enumerate(dicts):
+                for j in (0, 1) if (i + rnd) % 2 == 0 else (1, 0):
+                    start = time.perf_counter()
+                    searches[j](q)
+                    times[j].append(time.perf_counter() - start)
+        p50 = [percentile(t, 50) * 1e3 for t in times]
+        result["modes"][mode]["paired"] = {
+            "rounds": rounds,
+            **{
+                side: {"build": r["build"], "config": r["config"], "p50_ms": p}
+                for side, r, p in zip(("lsr", "seismic"), pair, p50, strict=True)
+            },
+            "ratio": p50[0] / p50[1],
+        }
+        print(
+            f"   paired {mode}: lsr {p50[0]:.3f} ms, seismic {p50[1]:.3f} ms: "
+            f"{p50[0] / p50[1]:.2f}x",
+            flush=True,
+        )
+
+
 def run_workload(
     name: str,
     idocs: SparseBatch,
@@ -360,18 +465,11 @@ def run_workload(
         if obj is None:
             continue
         if not workload:  # the first build is lsr's plain index: the exact reference
-            for mode, qbatch in queries.items():
-                iq = integer_queries(qbatch)
-                n = min(args.queries, len(iq))
-                iq = SparseBatch(iq.ids[:n], iq.matrix[:n], iq.vocab)
-                reference = [
-                    [h[0] for h in hits] for hits in obj.batch_search(iq, K, algorithm="exhaustive")
-                ]
-                accept = acceptable(idocs, iq, reference)
-                workload[mode] = {"iq": iq, "dicts": iq.to_dicts(), "ref": reference, "ok": accept}
+            workload = exact_workload(obj, idocs, queries, args.queries)
+            for mode, w in workload.items():
                 result["modes"][mode] = {
-                    "queries": n,
-                    "mean_terms": float(np.diff(iq.matrix.indptr).mean()),
+                    "queries": len(w["dicts"]),
+                    "mean_terms": float(np.diff(w["iq"].matrix.indptr).mean()),
                     "rows": [],
                 }
         for mode, w in workload.items():
@@ -402,6 +500,9 @@ def run_workload(
                 obj.close()
             del obj
             gc.collect()
+    if workload and not getattr(args, "no_paired", False):
+        paired_remeasure(name, idocs, workload, result)
+        progress(result)
     return result
 
 
@@ -527,6 +628,16 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{verdict} — lsr {lsr_best['build']} / {lsr_best['config']} p50 "
                 f"{lsr_best['p50_ms']:.3f} ms = {t:.2f}x Seismic's {seis['p50_ms']:.3f} ms "
                 f"({seis['build']} / {seis['config']}); memory {mem:.3f}x."
+            )
+        pair = block.get("paired")
+        if pair:
+            lines.append(
+                f"\nPaired re-measure ({pair['rounds']} rounds over the queries, lsr and Seismic "
+                f"alternating query by query, so both see the same host): lsr "
+                f"{pair['lsr']['build']} / {pair['lsr']['config']} {pair['lsr']['p50_ms']:.3f} "
+                f"ms, Seismic {pair['seismic']['build']} / {pair['seismic']['config']} "
+                f"{pair['seismic']['p50_ms']:.3f} ms: **{pair['ratio']:.2f}x**"
+                + (f" (timed {report['paired_date']})." if "paired_date" in report else ".")
             )
         lines += [
             "",
@@ -697,6 +808,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="impact levels for BMP builds (comma list; 255 risks 16-bit overflow)",
     )
     parser.add_argument("--render", action="store_true", help="only redraw md/png from JSON")
+    parser.add_argument(
+        "--no-paired", action="store_true", help="skip the paired lsr / Seismic re-measure"
+    )
+    parser.add_argument(
+        "--paired-only",
+        action="store_true",
+        help="only the paired re-measure, added to the saved JSON (builds kept under eval/work)",
+    )
     args = parser.parse_args(argv)
 
     names = (["realtext"] if args.realtext else []) + (["scifact"] if args.scifact else [])
@@ -719,6 +838,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown --seismic-builds {sorted(unknown)}")
     vocab = Vocabulary.load(SHARED / "models" / "splade-tiny")
+    if args.paired_only:
+        for name in names:
+            path = args.out / f"frontier_{name}.json"
+            report = json.loads(path.read_text())
+            docs, queries, _ = load_workload(name, args, vocab)
+            docs = integer_docs(docs, LEVELS)
+            exact = SparseIndex.open(lsr_path(WORK / f"frontier-{name}", "lsr"))
+            workload = exact_workload(exact, docs, queries, args.queries)
+            paired_remeasure(name, docs, workload, report["result"])
+            report["paired_date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            path.write_text(json.dumps(report, indent=1))
+            (args.out / f"frontier_{name}.md").write_text(markdown(report))
+        return 0
     for name in names:
         docs, queries, source = load_workload(name, args, vocab)
         docs = integer_docs(docs, LEVELS)  # drop the float copy: 5M docs are 2.2 GB each

@@ -138,3 +138,33 @@ def test_frontier_workload_measures_each_build_and_lets_it_go(
     exact = [r for r in rows if r["config"] in ("exhaustive", "maxscore", "blockmax hf=1.0")]
     assert len(exact) == 6 and all(r["recall@10"] == 1.0 for r in exact)
     assert (tmp_path / "frontier-tiny" / "lsr" / "manifest.json").exists()
+
+
+def test_paired_remeasure_times_the_cheapest_lsr_and_seismic_alternately(
+    collection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("seismic")
+    import argparse
+
+    docs, queries, _ = collection
+    monkeypatch.setattr(bench_frontier, "WORK", tmp_path)
+    monkeypatch.setattr(bench_frontier, "SEISMIC_QUERY_CUT", (10,))
+    monkeypatch.setattr(bench_frontier, "SEISMIC_HEAP", (1.0, 0.7))
+    args = argparse.Namespace(
+        lsr_build=[], no_auto_bp=True, no_seismic=False, no_pisa=True, no_bmp=True,
+        no_lucene=True, queries=8, seismic_builds=["np1000"], bmp_levels=[], lucene_dir=None,
+    )  # fmt: skip
+    qbatch = SparseBatch.from_dicts(queries, [f"q{i}" for i in range(len(queries))], docs.vocab)
+    result = bench_frontier.run_workload("tiny", docs, {"siamese": qbatch}, args)
+    block = result["modes"]["siamese"]
+    lsr_row, seismic_row = bench_frontier.paired_pick(block["rows"])
+    pair = block["paired"]
+    assert (pair["lsr"]["build"], pair["lsr"]["config"]) == (lsr_row["build"], lsr_row["config"])
+    assert pair["seismic"]["config"] == seismic_row["config"]
+    assert lsr_row["recall@10"] >= 0.95 and seismic_row["system"] == "seismic"
+    assert pair["rounds"] == bench_frontier.PAIRED_ROUNDS
+    assert pair["ratio"] == pytest.approx(pair["lsr"]["p50_ms"] / pair["seismic"]["p50_ms"])
+    report = {"workload": "tiny", "date": "d", "machine": {"cpus": 2, "processor": "x",
+              "python": "3", "numba": "0"}, "engines": "e", "k": K,
+              "result": {**result, "source": "test"}}  # fmt: skip
+    assert "Paired re-measure" in bench_frontier.markdown(report)

@@ -137,6 +137,16 @@ def test_query_options_equal_brute_force_on_pruned_query(tmp_path):
         assert [[h.doc_id for h in r] for r in got] == [
             [docs.ids[p] for p, _ in w] for w in expected
         ]
+        # one query at a time (dict, term ids: pruned and ordered inside one compiled call)
+        options = {"min_weight": min_weight, "max_terms": max_terms}
+        for algorithm in ("exhaustive", "maxscore", "blockmax", "approximate"):
+            assert [
+                index.search(q, 10, algorithm=algorithm, **options) for q in queries.to_dicts()
+            ] == got
+            assert [
+                index.search(queries.row(i), 10, algorithm=algorithm, **options)
+                for i in range(len(queries))
+            ] == got
 
 
 def test_real_vectors_match_brute_force(tmp_path, scifact):

@@ -3,9 +3,10 @@
 ``layout``: the index as kernels take it (:class:`IndexArrays`); ``topk``: the hit heap;
 ``build``: postings from CSR; ``query``: one query checked and put in canonical order;
 ``exhaustive`` and ``maxscore``: the two exact query algorithms; ``blockmax``: best-first
-block-max search (exact by default, approximate with ``heap_factor`` < 1); ``filtered``: exact
-top-k over an allowed set of documents (deletes, metadata filters); ``dense``: row-by-row inner
-products whose bits do not depend on the batch.
+block-max search (exact by default, approximate with ``heap_factor`` < 1); ``one_query``: one
+query checked, ordered and searched in a single call; ``filtered``: exact top-k over an allowed
+set of documents (deletes, metadata filters); ``dense``: row-by-row inner products whose bits do
+not depend on the batch.
 """
 
 from lsr.index.kernels.blockmax import blockmax_batch, blockmax_one
@@ -21,6 +22,7 @@ from lsr.index.kernels.exhaustive import exhaustive_batch, exhaustive_one, exhau
 from lsr.index.kernels.filtered import allowed_forward, allowed_taat, postings_of
 from lsr.index.kernels.layout import IndexArrays
 from lsr.index.kernels.maxscore import maxscore_batch, maxscore_one, window_blocks
+from lsr.index.kernels.one_query import search_one
 from lsr.index.kernels.query import canonical_query
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "postings_of",
     "prune_terms_top_n",
     "row_dots",
+    "search_one",
     "transpose_to_term_major",
     "window_blocks",
 ]

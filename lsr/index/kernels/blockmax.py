@@ -68,6 +68,14 @@ def _sift_down(keys, i, n):
 # only a few percent of the blocks worth a place in it.
 N_FIRST_BLOCKS = 16
 
+# Below this many query terms, the k-th score is first bounded from below by the first term's
+# block maxima alone (see _entry_floor), and every block that can reach that floor goes into
+# the heap in one scan. Longer queries reach a far higher score in their first blocks: measured
+# on real text, the floor made siamese queries 1.3x slower and inference-free ones 1.15x faster.
+SHORT_QUERY_TERMS = 8
+
+_LAST_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)  # after it in visiting order: every block
+
 
 class BlockTable(NamedTuple):
     """The query's view of the doc-id blocks (term-major: row i is query term i)."""
@@ -136,6 +144,25 @@ def _first_blocks(ub, n_first, keys):
 
 
 @njit(**OPTS)
+def _entry_floor(term, weight, k, ix, lut):
+    """A floor under the k-th best score of any query whose terms include ``term``: the k-th
+    largest ``weight x decode(entry_max)`` over the term's blocks, 0 when it has fewer than k.
+
+    Each entry's maximum is the weight of one document of its block, whose exact score starts
+    with that product and only grows (non-negative terms), and the k entries are k blocks, so k
+    distinct documents score at least the floor. Holds only when every document may be returned.
+    """
+    s = np.empty(k, dtype=np.float32)
+    e_of = np.empty(k, dtype=np.int32)
+    size = 0
+    for e in range(ix.term_entry_ptr[term], ix.term_entry_ptr[term + 1]):
+        v = weight * decode(ix.entry_max, lut, e)
+        if size < k or v > s[0]:
+            size = heap_push(s, e_of, size, k, v, np.int32(e))
+    return s[0] if size == k else np.float32(0.0)
+
+
+@njit(**OPTS)
 def _blocks_after(ub, last_key, factor, theta, keys):
     """Heapify the keys of the blocks that come after ``last_key`` in visiting order and could
     still be visited: ``bound x factor >= theta`` (a block below it, once popped, would end the
@@ -182,10 +209,21 @@ def blockmax_one(q_terms, q_weights, k, ix, lut, heap_factor, allowed, out_docs,
     base = np.empty(m, dtype=np.int64)
     for i in range(m):
         base[i] = ix.term_post_ptr[q_terms[i]]
+    masked = allowed.shape[0] > 0
     keys = np.empty(ix.n_blocks, dtype=np.uint64)  # a max-heap of the blocks still to visit
-    n = _first_blocks(table.ub, N_FIRST_BLOCKS, keys)
-    more = n == N_FIRST_BLOCKS  # blocks after the first ones may still need a visit
-    last_key = keys[n - 1] if n > 0 else np.uint64(0)
+    floor = np.float32(0.0)
+    if m < SHORT_QUERY_TERMS and not masked:
+        floor = _entry_floor(q_terms[0], q_weights[0], k, ix, lut)
+    if floor > 0.0:
+        # the final k-th score is >= floor: a block below it never holds a hit, and the blocks
+        # at or above it hold k documents, so the search never runs out of blocks before k hits
+        n = _blocks_after(table.ub, _LAST_KEY, np.float32(1.0), floor, keys)
+        more = False
+        last_key = np.uint64(0)
+    else:
+        n = _first_blocks(table.ub, N_FIRST_BLOCKS, keys)
+        more = n == N_FIRST_BLOCKS  # blocks after the first ones may still need a visit
+        last_key = keys[n - 1] if n > 0 else np.uint64(0)
     heap_s = np.empty(k, dtype=np.float32)
     heap_d = np.empty(k, dtype=np.int32)
     size = 0
@@ -196,7 +234,6 @@ def blockmax_one(q_terms, q_weights, k, ix, lut, heap_factor, allowed, out_docs,
     # rounding of the exact sum; the margin covers two such sums with room to spare
     margin = np.float32(1.0 + 4.0 * (m + 2) * 2.0**-24)
     slack = np.float32(4.0 * (m + 2) * 2.0**-24)  # see the block loop
-    masked = allowed.shape[0] > 0
     while True:
         if n == 0:
             if not more:

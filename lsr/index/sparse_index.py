@@ -32,7 +32,6 @@ ALGORITHMS = ("exhaustive", "maxscore", "blockmax", "approximate")
 APPROXIMATE_HEAP_FACTOR = 0.9
 APPROXIMATE_MIN_TERMS = 8
 KERNEL_ARRAYS = kernels.IndexArrays._fields[3:]  # the stored arrays, in the tuple's order
-_EVERYONE = np.zeros(0, dtype=np.uint8)  # blockmax's "no allowed mask"
 _NUMBER = (int, float, np.number)  # a query weight's types (bool aside)
 _new_hit = functools.partial(tuple.__new__, Hit)  # Hit from a (doc_id, score) pair
 _NO_ACCUMULATOR = np.zeros(0, dtype=np.float32)  # what search_one's non-exhaustive calls pass
@@ -382,13 +381,8 @@ class SparseIndex:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = len(q.ptr) - 1
         if n == 1:
-            one_docs, one_scores, count = self._run_one(
-                q.terms, q.weights, k, algorithm, threads, heap_factor
-            )
-            docs = np.full((1, one_docs.size), -1, dtype=np.int64)
-            scores = np.zeros((1, one_docs.size), dtype=np.float32)
-            docs[0, :count], scores[0, :count] = one_docs[:count], one_scores[:count]
-            return docs, scores, np.array([count], dtype=np.int64)
+            one = self._run_one(q.terms, q.weights, k, algorithm, threads, heap_factor)
+            return one[0][None], one[1][None], np.array([one[2]], dtype=np.int64)
         if algorithm == "blockmax":
             heap_factors = np.full(n, heap_factor)
         elif algorithm == "approximate":  # blockmax, each query at its measured default
@@ -428,12 +422,12 @@ class SparseIndex:
         max_terms: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, int]:
         """One query as term ids and weights, checked and ordered here (InputError when
-        refused): (doc positions, scores, hit count), the first ``count`` valid. The
+        refused): (doc positions padded -1, scores, hit count). The
         low-latency path: one compiled call, no thread pool (unless ``threads`` > 1 splits an
         exhaustive query over doc-id ranges)."""
         k_eff = min(k, self.num_docs)
-        docs = np.empty(k_eff, dtype=np.int64)
-        scores = np.empty(k_eff, dtype=np.float32)
+        docs = np.full(k_eff, -1, dtype=np.int64)
+        scores = np.zeros(k_eff, dtype=np.float32)
         terms = np.asarray(terms, dtype=np.int64)
         weights = np.asarray(weights, dtype=np.float32)
         if algorithm == "exhaustive" and threads is not None and threads > 1:

@@ -402,7 +402,7 @@ def paired_remeasure(
                 objects[label] = SparseIndex.open(lsr_path(work, label))
             else:
                 options = result["builds"][label]["options"]
-                objects[label] = ia.SeismicAnchor(work / label, **options).build(idocs)
+                objects[label] = ia.SeismicAnchor(work / label, **options).open(idocs)
     for mode, pair in picks.items():
         searches = [
             next(

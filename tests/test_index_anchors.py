@@ -78,6 +78,11 @@ def test_seismic_conservative_settings_find_the_exact_top(collection, tmp_path: 
     got = [anchor.search(q, K, **kw) for q in queries]
     assert recall(got, exact) > 0.95
     assert anchor.batch_search(queries, K, 2, **kw) == got
+    # the paired re-timing reopens the saved index instead of building it again
+    again = SeismicAnchor(tmp_path / "seismic", n_postings=5000, max_fraction=6).open(docs)
+    assert np.isnan(again.build_s)  # opened, not built
+    assert [again.search(q, K, **kw) for q in queries] == got
+    assert again.index_bytes == anchor.index_bytes
 
 
 def test_bmp_safe_search_is_close(collection, tmp_path: Path) -> None:

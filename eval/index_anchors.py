@@ -131,12 +131,8 @@ class SeismicAnchor(Anchor):
             dataset, **self.build_args, num_threads=self.build_threads
         )
         self.build_s = time.perf_counter() - start
-        self.index.save(str(self.path / "index"))
-        self.index_bytes = dir_bytes(self.path)
-        self.postings = int(m.nnz)
-        self._tok = {t: str(i) for i, t in enumerate(docs.vocab.tokens)}
-        self._str = seismic.get_seismic_string()
-        return self
+        self.index.save(str(self.path / "index"))  # Seismic appends ".index.seismic"
+        return self._attach(docs)
 
     def open(self, docs: SparseBatch) -> SeismicAnchor:
         """The index :meth:`build` saved under this path for ``docs``, or a fresh build when
@@ -147,6 +143,12 @@ class SeismicAnchor(Anchor):
         if not saved.exists():
             return self.build(docs)
         self.index = seismic.SeismicIndex.load(str(saved))
+        return self._attach(docs)
+
+    def _attach(self, docs: SparseBatch) -> SeismicAnchor:
+        """What searching needs besides the index: its size, the token map, Seismic's dtype."""
+        import seismic
+
         self.index_bytes = dir_bytes(self.path)
         self.postings = int(docs.matrix.nnz)
         self._tok = {t: str(i) for i, t in enumerate(docs.vocab.tokens)}

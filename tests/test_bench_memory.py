@@ -54,7 +54,10 @@ def test_report_parts_and_markdown(index_and_queries, tmp_path: Path) -> None:
     assert row["queries"] == len(queries)
     assert row["postings_p50"] > 0 and row["entries_p50"] > 0
     assert all(v >= 0 for v in row["ms_p50"].values())
-    assert 0 < row["share"]["walk"] <= 1.0 + 1e-9
+    # shares of measured times: under load the walk alone can take longer than the full kernel,
+    # so only their presence and sign are checked, never a bound that depends on timing
+    assert set(row["share"]) == {"walk", "acc_misses", "scan"}
+    assert row["share"]["walk"] > 0 and min(row["share"].values()) >= 0
     limits = bench_memory.machine_limits([bench_memory.SMALL, index.num_docs], 1 << 20)
     assert limits["stream_gb_s"] > 0
     assert set(limits["update_ns"]) == {str(bench_memory.SMALL), str(index.num_docs)}

@@ -80,6 +80,24 @@ def test_blockmax_equals_exhaustive_bit_for_bit(tmp_path_factory, case, quantiza
     np.testing.assert_array_equal(c_bm, c_ex)
     np.testing.assert_array_equal(d_bm, d_ex)
     np.testing.assert_array_equal(s_bm.view(np.uint32), s_ex.view(np.uint32))
+    # one query split over runs of doc-id blocks: the same hits and bits, whatever the parts
+    ix, lut, k_eff = index.kernel_arrays, index.lut, min(k, index.num_docs)
+    for i in range(len(q.ptr) - 1):
+        terms, weights = q.terms[q.ptr[i] : q.ptr[i + 1]], q.weights[q.ptr[i] : q.ptr[i + 1]]
+        for parts in (2, 3, 7):
+            got_d, got_s = np.full(k_eff, -1), np.zeros(k_eff, np.float32)
+            n = kernels.blockmax_split(terms, weights, k_eff, ix, lut, 1.0, parts, got_d, got_s)
+            assert n == c_ex[i]
+            assert got_d.tolist() == d_ex[i].tolist()
+            got_s *= np.float32(index.codec.score_scale)  # as search_arrays reports scores
+            assert got_s.view(np.uint32).tolist() == s_ex[i].view(np.uint32).tolist()
+    split = [
+        index.search(
+            SparseBatch([qid], queries.matrix[i], queries.vocab), k, algorithm="blockmax", threads=2
+        )
+        for i, qid in enumerate(queries.ids)
+    ]
+    assert [_bits(r) for r in split] == [_bits(r) for r in exhaustive]
 
 
 def test_block_whose_bound_equals_the_threshold_can_still_win_a_tie(tmp_path):
@@ -155,6 +173,30 @@ def test_approximate_search_keeps_exact_scores_and_recall(tmp_path, heap_factor,
         for i, qid in enumerate(queries.ids[:20])
     ]
     assert singles == approx[:20]
+    # split over threads: each part stops on its own k-th score, so every exact hit one thread
+    # finds is found, scores stay exact, and the hits do not depend on thread timing
+    prepared = index.prepare_queries(queries)
+    ix, lut = index.kernel_arrays, index.lut
+    gained = 0
+    for i, qid in enumerate(queries.ids[:20]):
+        query = SparseBatch([qid], queries.matrix[i], queries.vocab)
+        split = index.search(query, 10, algorithm="blockmax", heap_factor=heap_factor, threads=2)
+        assert split == index.search(
+            query, 10, algorithm="blockmax", heap_factor=heap_factor, threads=2
+        )
+        full = dict(zip(all_docs[i].tolist(), all_scores[i].tolist(), strict=True))
+        assert [h.score for h in split] == [full[p] for p in _positions(index, split)]
+        want = {h.doc_id for h in exact[i]}
+        one = {h.doc_id for h in singles[i]} & want
+        assert one <= {h.doc_id for h in split} & want
+        gained += len({h.doc_id for h in split} & want) - len(one)
+        terms = prepared.terms[prepared.ptr[i] : prepared.ptr[i + 1]]
+        weights = prepared.weights[prepared.ptr[i] : prepared.ptr[i + 1]]
+        for parts in (3, 5):
+            d, s = np.full(10, -1), np.zeros(10, np.float32)
+            kernels.blockmax_split(terms, weights, 10, ix, lut, heap_factor, parts, d, s)
+            assert want & set(index.doc_id(p) for p in d.tolist()) >= one
+    assert gained >= 0
 
 
 def test_bad_heap_factor_is_refused(tmp_path):
@@ -278,8 +320,12 @@ def test_approximate_is_blockmax_at_the_measured_default(tmp_path):
     assert missed < 0.05 * 10 * len(queries)  # measured 2 of 180
     with pytest.raises(InputError, match="heap_factor applies only"):
         index.search(queries[0], 10, algorithm="approximate", heap_factor=0.5)
+    for query in queries:  # split over threads, at the same per-query default
+        factor = approximate_heap_factor(len(query))
+        split = index.search(query, 10, algorithm="blockmax", heap_factor=factor, threads=2)
+        assert index.search(query, 10, algorithm="approximate", threads=2) == split
     with pytest.raises(InputError, match="threads > 1"):
-        index.search(queries[0], 10, algorithm="approximate", threads=2)
+        index.search(queries[0], 10, algorithm="maxscore", threads=2)
 
 
 @settings(max_examples=200, deadline=None)

@@ -116,8 +116,9 @@ def test_ties_break_by_lower_document_position(tmp_path):
     hits = index.search({"a": 1.0}, 5)
     assert [h.doc_id for h in hits] == ["d000", "d001", "d002", "d003", "d004"]
     assert index.search({"a": 1.0}, 5, threads=2) == hits  # split: ties still by position
+    assert index.search({"a": 1.0}, 5, threads=2, algorithm="blockmax") == hits
     with pytest.raises(InputError, match="threads > 1 for one query"):
-        index.search({"a": 1.0}, 5, threads=2, algorithm="blockmax")
+        index.search({"a": 1.0}, 5, threads=2, algorithm="maxscore")
 
 
 def test_query_options_equal_brute_force_on_pruned_query(tmp_path):

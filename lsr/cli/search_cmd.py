@@ -79,7 +79,7 @@ def search(
         int | None,
         typer.Option(
             help="a queries file: queries in parallel (default: all cores); one --vector query: "
-            "cores sharing it (exhaustive; default 1)"
+            "cores sharing it (not maxscore; default 1)"
         ),
     ] = None,
     min_weight: Annotated[float, typer.Option(help="drop query terms weighted below this")] = 0.0,

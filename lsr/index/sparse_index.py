@@ -369,7 +369,8 @@ class SparseIndex:
         "approximate" is blockmax with a measured default: :func:`approximate_heap_factor`
         per query (recall@10 >= 0.95 against exact on every workload measured).
         ``threads``: for more than one query, how many run in parallel (default: all cores);
-        for one query (exhaustive only), how many threads share it (default: one).
+        for one query (exhaustive only here; see :meth:`search`), how many threads share it
+        (default: one).
         """
         algorithm = _check_algorithm(algorithm)
         return self._run(
@@ -380,8 +381,9 @@ class SparseIndex:
         self, q: QueryArrays, k: int, algorithm: str, threads: int | None, heap_factor: float = 1.0
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = len(q.ptr) - 1
-        if n == 1:
-            one = self._run_one(q.terms, q.weights, k, algorithm, threads, heap_factor)
+        if n == 1:  # split over threads only where the hits equal one thread's (batch invariance)
+            split = threads if algorithm == "exhaustive" else None
+            one = self._run_one(q.terms, q.weights, k, algorithm, split, heap_factor)
             return one[0][None], one[1][None], np.array([one[2]], dtype=np.int64)
         if algorithm == "blockmax":
             heap_factors = np.full(n, heap_factor)
@@ -430,13 +432,22 @@ class SparseIndex:
         scores = np.zeros(k_eff, dtype=np.float32)
         terms = np.asarray(terms, dtype=np.int64)
         weights = np.asarray(weights, dtype=np.float32)
-        if algorithm == "exhaustive" and threads is not None and threads > 1:
+        if algorithm != "maxscore" and threads is not None and threads > 1:
             q = self._prepare_one(TermWeights(terms, weights), min_weight, max_terms)
             with _numba_threads(threads):
-                count = kernels.exhaustive_split(
-                    q.terms, q.weights, k_eff, self._ix, self._lut, self._accumulator(),
-                    numba.get_num_threads(), docs, scores,
-                )  # fmt: skip
+                parts = numba.get_num_threads()
+                if algorithm == "exhaustive":
+                    count = kernels.exhaustive_split(
+                        q.terms, q.weights, k_eff, self._ix, self._lut, self._accumulator(),
+                        parts, docs, scores,
+                    )  # fmt: skip
+                else:
+                    if algorithm == "approximate":
+                        heap_factor = approximate_heap_factor(len(q.terms))
+                    count = kernels.blockmax_split(
+                        q.terms, q.weights, k_eff, self._ix, self._lut, heap_factor, parts,
+                        docs, scores,
+                    )  # fmt: skip
         else:
             exact_below = 0
             if algorithm == "approximate":  # approximate_heap_factor's rule, in the kernel
@@ -484,14 +495,15 @@ class SparseIndex:
         """Top-k hits for one query: ``{token: weight}``, TermWeights or a one-row SparseBatch.
 
         ``algorithm`` and ``heap_factor``: see :meth:`search_arrays`. ``threads`` > 1 splits
-        the query's documents over that many cores (exhaustive only: worth it for long queries
-        over large indexes; the hits and scores are the same)."""
+        the query's doc-id blocks over that many cores, each part searched on its own and the
+        parts' hits merged (worth it for long queries over large indexes). Exhaustive and exact
+        blockmax return the same hits and scores as one thread; below ``heap_factor`` 1 each
+        part stops on its own k-th score, so the split finds every exact hit that one thread
+        finds, and may find more. Not for "maxscore"."""
         k = check_k(k)
         heap_factor = check_heap_factor(heap_factor, _check_algorithm(algorithm))
-        if check_k(threads, "threads") > 1 and algorithm != "exhaustive":
-            raise InputError(
-                f"threads > 1 for one query needs algorithm='exhaustive', not {algorithm!r}"
-            )
+        if check_k(threads, "threads") > 1 and algorithm == "maxscore":
+            raise InputError("threads > 1 for one query does not apply to algorithm='maxscore'")
         if isinstance(query, TermWeights | Mapping):  # checked and ordered in the kernel's call
             if max_terms is not None:
                 check_k(max_terms, "max_terms")

@@ -9,7 +9,7 @@ set of documents (deletes, metadata filters); ``dense``: row-by-row inner produc
 not depend on the batch.
 """
 
-from lsr.index.kernels.blockmax import blockmax_batch, blockmax_one
+from lsr.index.kernels.blockmax import blockmax_batch, blockmax_one, blockmax_split
 from lsr.index.kernels.build import (
     blocks_from_gaps,
     encode_blocks,
@@ -31,6 +31,7 @@ __all__ = [
     "allowed_taat",
     "blockmax_batch",
     "blockmax_one",
+    "blockmax_split",
     "blocks_from_gaps",
     "canonical_query",
     "encode_blocks",

@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit, prange
 
 from lsr.index.kernels.layout import OPTS, decode, entry_len, first_block, next_block
-from lsr.index.kernels.topk import heap_push, heap_sorted
+from lsr.index.kernels.topk import heap_push, heap_sorted, merge_parts
 
 
 @njit(inline="always", **OPTS)
@@ -128,14 +128,7 @@ def exhaustive_split(q_terms, q_weights, k, ix, lut, acc, n_parts, out_docs, out
         part_n[j] = select_top(
             acc, b0 * block_size, min(b1 * block_size, ix.n_docs), k, part_s[j], part_d[j]
         )
-    heap_s = np.empty(k, dtype=np.float32)
-    heap_d = np.empty(k, dtype=np.int32)
-    size = 0
-    for j in range(n_parts):
-        for x in range(part_n[j]):
-            size = heap_push(heap_s, heap_d, size, k, part_s[j, x], part_d[j, x])
-    heap_sorted(heap_s, heap_d, size, out_docs, out_scores)
-    return size
+    return merge_parts(part_s, part_d, part_n, k, out_docs, out_scores)
 
 
 @njit(parallel=True, **OPTS)

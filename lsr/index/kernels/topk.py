@@ -64,3 +64,18 @@ def heap_sorted(scores, docs, size, out_docs, out_scores):
     for i in range(size):
         out_docs[i] = docs[order[i]]
         out_scores[i] = scores[order[i]]
+
+
+@njit(**OPTS)
+def merge_parts(part_s, part_d, part_n, k, out_docs, out_scores):
+    """Merge the hits of parts of one query (row j: part j's ``part_n[j]`` hits) into the k
+    best, written best first into the output rows; returns how many. Ties keep the lower
+    document, as in every part."""
+    heap_s = np.empty(k, dtype=np.float32)
+    heap_d = np.empty(k, dtype=np.int32)
+    size = 0
+    for j in range(part_n.shape[0]):
+        for x in range(part_n[j]):
+            size = heap_push(heap_s, heap_d, size, k, part_s[j, x], part_d[j, x])
+    heap_sorted(heap_s, heap_d, size, out_docs, out_scores)
+    return size

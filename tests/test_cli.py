@@ -152,6 +152,21 @@ def test_build_summary_line(tmp_path, small):
     assert SparseIndex.open(tmp_path / "i").block_size == 2
 
 
+def test_build_with_block_rows(tmp_path, small):
+    plain, rows = tmp_path / "plain", tmp_path / "rows"
+    _ok(_invoke("index", "build", small["docs"], "-o", plain, "--block-size", "2"))
+    args = ("--block-size", "2", "--block-rows", "0.5")
+    _ok(_invoke("index", "build", small["docs"], "-o", rows, *args))
+    a, b = SparseIndex.open(plain), SparseIndex.open(rows)
+    assert "num_block_rows" not in a.manifest
+    assert b.manifest["num_block_rows"] > 0
+    query = {token: 1.0 for token in b.vocab.tokens}
+    assert b.search(query, 3, algorithm="blockmax") == a.search(query, 3, algorithm="blockmax")
+    info = _invoke("index", "info", rows)
+    _ok(info)
+    assert f"{b.manifest['num_block_rows']} block rows" in _stdout(info)
+
+
 def test_build_from_jsonl_gz_with_frozen_vocab(scifact_small):
     index = SparseIndex.open(scifact_small["index"])
     assert index.num_docs == 300
@@ -476,6 +491,8 @@ def test_build_output_under_a_file(tmp_path, small):
         ("--block-size", "300", "block_size"),
         ("--doc-top-k", "0", "doc_top_k"),
         ("--term-top-n", "-1", "term_top_n"),
+        ("--block-rows", "0", "block_rows"),
+        ("--block-rows", "1.5", "block_rows"),
     ],
 )
 def test_build_rejects_bad_options(tmp_path, small, option, value, needle):

@@ -54,12 +54,22 @@ def collections(draw):
     return docs, queries, block_size, k
 
 
+# block rows for no term, for the commonest terms, or for every term with a posting
+BLOCK_ROWS = st.sampled_from([None, 0.3, 1e-9])
+
+
 @SETTINGS
-@given(case=collections(), quantization=st.sampled_from(["float32", "float16", "uint8"]))
-def test_blockmax_equals_exhaustive_bit_for_bit(tmp_path_factory, case, quantization):
+@given(
+    case=collections(),
+    quantization=st.sampled_from(["float32", "float16", "uint8"]),
+    block_rows=BLOCK_ROWS,
+)
+def test_blockmax_equals_exhaustive_bit_for_bit(tmp_path_factory, case, quantization, block_rows):
     docs, queries, block_size, k = case
     path = tmp_path_factory.mktemp("idx") / "index"
-    index = SparseIndex.build(docs, path, quantization=quantization, block_size=block_size)
+    index = SparseIndex.build(
+        docs, path, quantization=quantization, block_size=block_size, block_rows=block_rows
+    )
     stored = docs.matrix.copy()
     stored.data = index.codec.units(index.codec.encode(stored.data))
     oracle = brute_force_topk(queries.matrix, stored, k)
@@ -270,14 +280,19 @@ def _best_first_model(index: SparseIndex, terms, weights, k: int, heap_factor: f
     case=collections(),
     quantization=st.sampled_from(["float32", "uint8"]),
     heap_factor=st.sampled_from([0.3, 0.7, 0.9, 1.0]),
+    block_rows=BLOCK_ROWS,
 )
-def test_blockmax_follows_the_best_first_model(tmp_path_factory, case, quantization, heap_factor):
+def test_blockmax_follows_the_best_first_model(
+    tmp_path_factory, case, quantization, heap_factor, block_rows
+):
     """Approximate search returns exactly what the model visits: the kernel's shortcuts (the
     first blocks picked by one scan, dropping a block once no document can reach the k-th
-    score) change its speed, never its hits."""
+    score, bounds and postings read from block rows) change its speed, never its hits."""
     docs, queries, block_size, k = case
     path = tmp_path_factory.mktemp("idx") / "index"
-    index = SparseIndex.build(docs, path, quantization=quantization, block_size=block_size)
+    index = SparseIndex.build(
+        docs, path, quantization=quantization, block_size=block_size, block_rows=block_rows
+    )
     q = index.prepare_queries(queries)
     k = min(k, index.num_docs)
     everyone = np.zeros(0, dtype=np.uint8)

@@ -102,6 +102,14 @@ def index_build(
             "terms get nearby ids; a smaller index and faster blockmax)"
         ),
     ] = "none",
+    block_rows: Annotated[
+        float | None,
+        typer.Option(
+            help="store full block rows for terms found in at least this share of the blocks "
+            "(0-1]: faster blockmax/approximate search for a larger index (0.5: about +0.5 "
+            "bytes per posting on real text)"
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing index (atomically)")] = False,
     progress: Annotated[
         bool | None, typer.Option(help="show a progress bar (default: when stderr is a terminal)")
@@ -154,6 +162,7 @@ def index_build(
             "--doc-top-k": doc_top_k is not None,
             "--term-top-n": term_top_n is not None,
             "--reorder": reorder != "none",
+            "--block-rows": block_rows is not None,
             "--overwrite": overwrite,
         }
         given = [name for name, set_ in unsupported.items() if set_]
@@ -196,6 +205,7 @@ def index_build(
         doc_top_k=doc_top_k,
         term_top_n=term_top_n,
         reorder=reorder,
+        block_rows=block_rows,
     )
     if corpus is not None:
         if inputs:
@@ -296,7 +306,8 @@ def index_info(
         ),
         (
             "blocks",
-            f"{m['num_blocks']:,} of {m['build']['block_size']} docs, {m['num_entries']:,} entries",
+            f"{m['num_blocks']:,} of {m['build']['block_size']} docs, {m['num_entries']:,} entries"
+            + (f", {m['num_block_rows']:,} block rows" if m.get("num_block_rows") else ""),
         ),
         (
             "size",

@@ -47,6 +47,14 @@ class BuildConfig(BaseModel):
         " bisection) for fewer block entries and tighter block bounds; results carry external"
         " ids, so only the order of exactly tied scores (internal position) can change",
     )
+    block_rows: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="store a full row of block maxima and posting starts for each term found in"
+        " at least this share of the doc-id blocks (0.5: about 0.5 bytes per posting more on"
+        " real text, blockmax and approximate search 1.1-1.3x faster); None: no rows",
+    )
 
 
 def _top_k_per_row(batch: SparseBatch, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -84,7 +92,7 @@ def in_memory_postings(
     return kernels.IndexArrays(
         n_docs, n_blocks, block_size, term_entry_ptr, term_ptr,
         term_maxima(term_entry_ptr, entry_max), term_far_ptr, entry_gap, far_gap, entry_max,
-        entry_count, post_offsets, post_codes,
+        entry_count, post_offsets, post_codes, *kernels.no_rows(entry_max.dtype).values(),
     )  # fmt: skip
 
 
@@ -195,6 +203,15 @@ def build(
     del post_docs
     term_max = term_maxima(term_entry_ptr, entry_max)
     nonempty = np.diff(term_entry_ptr) > 0
+    rows: dict[str, np.ndarray] = {}
+    if config.block_rows is not None:
+        ix = kernels.IndexArrays(
+            n_docs, n_blocks, config.block_size, term_entry_ptr, term_ptr, term_max,
+            term_far_ptr, entry_gap, far_gap, entry_max, entry_count, post_offsets, post_codes,
+            *kernels.no_rows(entry_max.dtype).values(),
+        )  # fmt: skip
+        built = kernels.block_rows(ix, kernels.rows_entry_floor(n_blocks, config.block_rows))
+        rows = dict(zip(kernels.OPTIONAL_ARRAYS, built, strict=True))
     doc_id_bytes = [i.encode("utf-8") for i in ids]
     doc_ids = np.array(doc_id_bytes, dtype=f"S{max(1, max(map(len, doc_id_bytes)))}")
 
@@ -216,6 +233,8 @@ def build(
         "arrays": {},
         "files": {},
     }
+    if rows:
+        manifest["num_block_rows"] = int(rows["row_max"].shape[0])
     if extra_manifest:
         manifest.update(extra_manifest)
     with fmt.staged_directory(path, overwrite=overwrite) as staging:
@@ -231,6 +250,7 @@ def build(
             "post_codes": post_codes,
             "term_max": term_max,
             "doc_ids": doc_ids,
+            **rows,
         }
         for name, array in {**arrays, **(extra_arrays or {})}.items():
             manifest["arrays"][name] = fmt.save_array(staging, name, array)
@@ -243,5 +263,6 @@ def build(
             shutil.copyfile(source, staging / source.name)
             manifest["files"][key] = {"file": source.name}
         manifest["build"]["seconds"] = round(time.perf_counter() - started, 3)
-        manifest = fmt.finalize_manifest(staging, manifest)
+        version = fmt.ROWS_FORMAT_VERSION if rows else fmt.FORMAT_VERSION
+        manifest = fmt.finalize_manifest(staging, manifest, format_version=version)
     return manifest

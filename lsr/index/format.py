@@ -29,8 +29,10 @@ FORMAT_VERSION = 3
 # Version 1 stored each entry's posting start (uint32 ``entry_post_rel``), version 2 its count
 # (uint8 ``entry_count``); both stored each entry's block (uint16 / int32 ``entry_block``),
 # version 3 its gap from the term's previous entry in one byte (``entry_gap``, far gaps apart).
-# Older indexes still open: counts and gaps are derived in memory.
-READABLE_VERSIONS = (1, 2, 3)
+# Older indexes still open: counts and gaps are derived in memory. Version 4 is version 3 plus
+# block rows (four arrays, ``num_block_rows``); an index without them is still written as 3.
+ROWS_FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 MANIFEST = "manifest.json"
 _STAGING_MARK = ".lsr-staging-"
 

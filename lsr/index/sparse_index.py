@@ -128,6 +128,41 @@ def _check_layout(path: Path, manifest: dict[str, Any], arrays: dict[str, np.nda
     far_ptr, gaps = arrays["term_far_ptr"], arrays["entry_gap"]
     if far_ptr[0] != 0 or far_ptr[-1] != n_far or gaps.size - np.count_nonzero(gaps) != n_far:
         raise fmt.IndexFormatError(f"{path}: far gaps do not match the entry gaps (damaged)")
+    _check_block_rows(path, manifest, arrays, codes, n_terms)
+
+
+def _check_block_rows(
+    path: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray], codes: np.dtype,
+    n_terms: int,
+) -> None:  # fmt: skip
+    """Refuse block rows that do not fit the index (a version-4 index has all four arrays,
+    an older one none)."""
+    present = [name for name in kernels.OPTIONAL_ARRAYS if name in arrays]
+    if not present and manifest["format_version"] < fmt.ROWS_FORMAT_VERSION:
+        return
+    if len(present) < len(kernels.OPTIONAL_ARRAYS):
+        raise fmt.IndexFormatError(f"{path}: block rows are incomplete (only {present})")
+    n_blocks = int(manifest["num_blocks"])
+    n_rows = arrays["row_max"].shape[0] if arrays["row_max"].ndim == 2 else -1
+    if n_rows != manifest.get("num_block_rows"):
+        raise fmt.IndexFormatError(f"{path}: block rows do not match the manifest's count")
+    n_groups = (n_blocks >> kernels.ROW_GROUP_SHIFT) + 1
+    expected = {
+        "term_row": (np.dtype(np.int32), (n_terms,)),
+        "row_max": (codes, (n_rows, n_blocks)),
+        "row_offset": (np.dtype(np.uint16), (n_rows, n_blocks + 1)),
+        "row_base": (np.dtype(np.uint32), (n_rows, n_groups)),
+    }
+    for name, (dtype, shape) in expected.items():
+        array = arrays[name]
+        if array.dtype != dtype or array.shape != shape:
+            raise fmt.IndexFormatError(
+                f"{path}: array {name!r} is {array.dtype}{list(array.shape)}, expected "
+                f"{dtype}{list(shape)} (damaged, or written by another lsr)"
+            )
+    term_row = arrays["term_row"]
+    if term_row.size and (term_row.min() < -1 or term_row.max() >= n_rows):
+        raise fmt.IndexFormatError(f"{path}: block rows name rows that do not exist (damaged)")
 
 
 class SparseIndex:
@@ -154,9 +189,11 @@ class SparseIndex:
         # MaxScore window in blocks (tests shrink it to cross many windows)
         self.window_blocks = kernels.window_blocks(self.block_size)
         self._scratch = threading.local()  # per-thread zeroed accumulator for the exhaustive scorer
+        no_rows = kernels.no_rows(self.codec.dtype)
         self._ix = kernels.IndexArrays(
-            self.num_docs, self.num_blocks, self.block_size, *(arrays[n] for n in KERNEL_ARRAYS)
-        )
+            self.num_docs, self.num_blocks, self.block_size,
+            *(arrays[n] if n in arrays else no_rows[n] for n in KERNEL_ARRAYS),
+        )  # fmt: skip
         self._fields = tuple(self._ix)  # what search_one takes (a plain tuple is cheaper to pass)
         term_max = arrays["term_max"]
         # each term's largest weight in score units: orders query terms for MaxScore
@@ -178,7 +215,7 @@ class SparseIndex:
         """Build an index at ``path`` from one batch or a stream of batches, and open it.
 
         ``options`` are :class:`BuildConfig` fields: quantization, block_size, doc_top_k,
-        term_top_n, reorder.
+        term_top_n, reorder, block_rows.
         """
         config = config or BuildConfig(**options)
         batches = [docs] if isinstance(docs, SparseBatch) else docs
@@ -369,8 +406,9 @@ class SparseIndex:
         "approximate" is blockmax with a measured default: :func:`approximate_heap_factor`
         per query (recall@10 >= 0.95 against exact on every workload measured).
         ``threads``: for more than one query, how many run in parallel (default: all cores);
-        for one query (exhaustive only here; see :meth:`search`), how many threads share it
-        (default: one).
+        for one query, how many threads share it (default: one), exhaustive only here, where
+        the split returns bit-identical hits, so that a query's hits never depend on the batch
+        it came in (:meth:`search` also splits blockmax and approximate queries).
         """
         algorithm = _check_algorithm(algorithm)
         return self._run(
@@ -424,9 +462,9 @@ class SparseIndex:
         max_terms: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, int]:
         """One query as term ids and weights, checked and ordered here (InputError when
-        refused): (doc positions padded -1, scores, hit count). The
-        low-latency path: one compiled call, no thread pool (unless ``threads`` > 1 splits an
-        exhaustive query over doc-id ranges)."""
+        refused): (doc positions padded -1, scores, hit count). The low-latency path: one
+        compiled call, no thread pool (unless ``threads`` > 1 splits the query over runs of
+        doc-id blocks: see :meth:`_split_one`)."""
         k_eff = min(k, self.num_docs)
         docs = np.full(k_eff, -1, dtype=np.int64)
         scores = np.zeros(k_eff, dtype=np.float32)
@@ -434,20 +472,7 @@ class SparseIndex:
         weights = np.asarray(weights, dtype=np.float32)
         if algorithm != "maxscore" and threads is not None and threads > 1:
             q = self._prepare_one(TermWeights(terms, weights), min_weight, max_terms)
-            with _numba_threads(threads):
-                parts = numba.get_num_threads()
-                if algorithm == "exhaustive":
-                    count = kernels.exhaustive_split(
-                        q.terms, q.weights, k_eff, self._ix, self._lut, self._accumulator(),
-                        parts, docs, scores,
-                    )  # fmt: skip
-                else:
-                    if algorithm == "approximate":
-                        heap_factor = approximate_heap_factor(len(q.terms))
-                    count = kernels.blockmax_split(
-                        q.terms, q.weights, k_eff, self._ix, self._lut, heap_factor, parts,
-                        docs, scores,
-                    )  # fmt: skip
+            count = self._split_one(q, algorithm, threads, heap_factor, docs, scores)
         else:
             exact_below = 0
             if algorithm == "approximate":  # approximate_heap_factor's rule, in the kernel
@@ -464,6 +489,33 @@ class SparseIndex:
         if self.codec.score_scale != 1.0:
             scores *= np.float32(self.codec.score_scale)
         return docs, scores, count
+
+    def _split_one(
+        self,
+        q: QueryArrays,
+        algorithm: str,
+        threads: int,
+        heap_factor: float,
+        docs: np.ndarray,
+        scores: np.ndarray,
+    ) -> int:
+        """One prepared query split into ``threads`` runs of doc-id blocks, each searched on its
+        own and the hits merged into ``docs`` / ``scores``; returns the hit count. Exhaustive
+        and exact blockmax give one thread's hits bit for bit; approximate parts each stop on
+        their own k-th score, so they find every exact hit one thread finds."""
+        k_eff = len(docs)
+        with _numba_threads(threads):
+            parts = numba.get_num_threads()
+            if algorithm == "exhaustive":
+                return kernels.exhaustive_split(
+                    q.terms, q.weights, k_eff, self._ix, self._lut, self._accumulator(), parts,
+                    docs, scores,
+                )  # fmt: skip
+            if algorithm == "approximate":
+                heap_factor = approximate_heap_factor(len(q.terms))
+            return kernels.blockmax_split(
+                q.terms, q.weights, k_eff, self._ix, self._lut, heap_factor, parts, docs, scores
+            )
 
     def warm_up(self, k: int = 10, *, algorithm: str = "exhaustive") -> None:
         """Compile (or load from Numba's cache) the kernels a search will use, on empty queries:

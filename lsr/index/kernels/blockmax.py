@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from lsr.index.kernels.block_rows import prefetch_2d, row_start
 from lsr.index.kernels.layout import OPTS, decode, entry_len
 from lsr.index.kernels.topk import heap_push, heap_sorted, merge_parts
 
@@ -78,12 +79,12 @@ _LAST_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)  # after it in visiting order: every b
 
 
 class BlockTable(NamedTuple):
-    """The query's view of a run of doc-id blocks (term-major: row i is query term i; column c
-    is the run's c-th block)."""
+    """The query's view of a run of doc-id blocks (column c is the run's c-th block)."""
 
     ub: np.ndarray  # float32[n]: upper bound of any document's score in the block
-    start: np.ndarray  # int32[m, n]: first posting of term i in the block (from the term's)
-    length: np.ndarray  # int16[m, n]: its postings in the block (0: none)
+    slot: np.ndarray  # int64[m]: query term i's row in start / length; -1 - r: block row r
+    start: np.ndarray  # int32[rows, n]: first posting of the row's term in the block
+    length: np.ndarray  # int16[rows, n]: its postings in the block (0: none)
 
 
 @njit(**OPTS)
@@ -98,18 +99,35 @@ def block_table(q_terms, q_weights, ix, lut, b0, b1):
     document lacks never lowers the sum, so every document's exact score is <= its block's bound
     with no slack needed. Rows are term-major: each term's entries are written in block order.
     A term's entries before ``b0`` are walked without writes (their postings still count).
+    A term with a block row (:mod:`~lsr.index.kernels.block_rows`) adds ``w_i x`` its row's
+    maxima instead, 0 where it has no posting (adding 0 changes no bound), and leaves its
+    table row empty: its postings are found from the block row.
     """
     m = q_terms.shape[0]
     n = b1 - b0
+    slot = np.empty(m, dtype=np.int64)
+    n_table = 0
+    for i in range(m):
+        r = ix.term_row[q_terms[i]] if ix.term_row.shape[0] > 0 else -1
+        if r >= 0:
+            slot[i] = -1 - np.int64(r)
+        else:
+            slot[i] = n_table
+            n_table += 1
     ub = np.zeros(n, dtype=np.float32)
-    start = np.empty((m, n), dtype=np.int32)
-    length = np.zeros((m, n), dtype=np.int16)
+    start = np.empty((n_table, n), dtype=np.int32)
+    length = np.zeros((n_table, n), dtype=np.int16)
     term_entry_ptr, entry_max = ix.term_entry_ptr, ix.entry_max
     entry_gap, far_gap = ix.entry_gap, ix.far_gap
     for i in range(m):
         t = q_terms[i]
         w = q_weights[i]
-        start_i, length_i = start[i], length[i]
+        if slot[i] < 0:
+            row = ix.row_max[-1 - slot[i]]
+            for c in range(n):
+                ub[c] += w * decode(row, lut, b0 + c)
+            continue
+        start_i, length_i = start[slot[i]], length[slot[i]]
         p = 0
         b = np.int64(-1)
         far = ix.term_far_ptr[t]
@@ -155,7 +173,7 @@ def block_table(q_terms, q_weights, ix, lut, b0, b1):
                 b += gap
                 if b >= b1:
                     break
-    return BlockTable(ub, start, length)
+    return BlockTable(ub, slot, start, length)
 
 
 @njit(**OPTS)
@@ -280,9 +298,12 @@ def blockmax_range(
     block_size = ix.block_size
     post_offsets, post_codes = ix.post_offsets, ix.post_codes
     table = block_table(q_terms, q_weights, ix, lut, b0, b1)
+    slot = table.slot
     base = np.empty(m, dtype=np.int64)
+    n_rows = 0
     for i in range(m):
         base[i] = ix.term_post_ptr[q_terms[i]]
+        n_rows += slot[i] < 0
     masked = allowed.shape[0] > 0
     keys = np.empty(b1 - b0, dtype=np.uint64)  # a max-heap of the blocks still to visit
     floor = np.float32(0.0)
@@ -320,6 +341,11 @@ def blockmax_range(
         if n > 0:
             keys[0] = keys[n]
             _sift_down(keys, 0, n)
+            if n_rows > 0:  # the next block's row starts: measured 1.1x on real text
+                after = b0 + key_block(keys[0])
+                for i in range(m):
+                    if slot[i] < 0:
+                        prefetch_2d(ix.row_offset, -1 - slot[i], after)
         doc0 = (b0 + c) * block_size
         if size == k:
             reach = bound * factor
@@ -337,11 +363,17 @@ def blockmax_range(
         done = np.float32(0.0)
         extra = bound * slack
         for i in range(m):
-            n_i = np.int64(table.length[i, c])
+            j = slot[i]
+            if j < 0:
+                start = row_start(ix, -1 - j, b0 + c)
+                n_i = row_start(ix, -1 - j, b0 + c + 1) - start
+                start += base[i]
+            else:
+                n_i = np.int64(table.length[j, c])
+                start = base[i] + table.start[j, c]
             if n_i == 0:
                 continue
             w = q_weights[i]
-            start = base[i] + table.start[i, c]
             top = np.float32(0.0)
             for p in range(start, start + n_i):
                 o = post_offsets[p]

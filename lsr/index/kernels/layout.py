@@ -41,6 +41,24 @@ class IndexArrays(NamedTuple):
     entry_count: np.ndarray  # uint8[n_entries]: postings in the entry - 1
     post_offsets: np.ndarray  # uint8[n_postings]
     post_codes: np.ndarray  # code[n_postings]
+    # optional block rows (lsr.index.kernels.block_rows; empty when the index has none)
+    term_row: np.ndarray  # int32[n_terms] (or [0]): the term's row, -1 for none
+    row_max: np.ndarray  # code[n_rows, n_blocks]: the row's block maxima (0: no posting)
+    row_offset: np.ndarray  # uint16[n_rows, n_blocks + 1]: posting starts within the group
+    row_base: np.ndarray  # uint32[n_rows, n_groups]: posting starts of the groups
+
+
+OPTIONAL_ARRAYS = ("term_row", "row_max", "row_offset", "row_base")
+
+
+def no_rows(code_dtype: np.dtype) -> dict[str, np.ndarray]:
+    """The block-row arrays of an index without block rows."""
+    return {
+        "term_row": np.zeros(0, dtype=np.int32),
+        "row_max": np.zeros((0, 0), dtype=code_dtype),
+        "row_offset": np.zeros((0, 0), dtype=np.uint16),
+        "row_base": np.zeros((0, 0), dtype=np.uint32),
+    }
 
 
 @njit(inline="always", **OPTS)

@@ -79,6 +79,26 @@ def term_maxima(term_entry_ptr: np.ndarray, entry_max: np.ndarray) -> np.ndarray
     return term_max
 
 
+def _postings_arrays(
+    entries: tuple[np.ndarray, ...], term_ptr: np.ndarray, post_codes: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The posting arrays by their stored names, from :func:`kernels.encode_blocks`' output
+    (plus each term's maximum code)."""
+    term_entry_ptr, term_far_ptr, entry_gap, far_gap, entry_max, entry_count, post_offsets = entries
+    return {
+        "term_entry_ptr": term_entry_ptr,
+        "term_far_ptr": term_far_ptr,
+        "entry_gap": entry_gap,
+        "far_gap": far_gap,
+        "entry_max": entry_max,
+        "term_post_ptr": term_ptr,
+        "entry_count": entry_count,
+        "post_offsets": post_offsets,
+        "post_codes": post_codes,
+        "term_max": term_maxima(term_entry_ptr, entry_max),
+    }
+
+
 def in_memory_postings(
     indptr: np.ndarray, terms: np.ndarray, codes: np.ndarray, n_terms: int, block_size: int
 ) -> kernels.IndexArrays:
@@ -86,13 +106,10 @@ def in_memory_postings(
     n_docs = len(indptr) - 1
     term_ptr, post_docs, post_codes = kernels.transpose_to_term_major(indptr, terms, codes, n_terms)
     n_blocks = -(-n_docs // block_size)
-    term_entry_ptr, term_far_ptr, entry_gap, far_gap, entry_max, entry_count, post_offsets = (
-        kernels.encode_blocks(term_ptr, post_docs, post_codes, block_size)
-    )
-    return kernels.IndexArrays(
-        n_docs, n_blocks, block_size, term_entry_ptr, term_ptr,
-        term_maxima(term_entry_ptr, entry_max), term_far_ptr, entry_gap, far_gap, entry_max,
-        entry_count, post_offsets, post_codes, *kernels.no_rows(entry_max.dtype).values(),
+    entries = kernels.encode_blocks(term_ptr, post_docs, post_codes, block_size)
+    return kernels.index_arrays(
+        n_docs, n_blocks, block_size,
+        _postings_arrays(entries, term_ptr, post_codes),
     )  # fmt: skip
 
 
@@ -199,17 +216,12 @@ def build(
         )
     n_blocks = -(-n_docs // config.block_size)
     entries = kernels.encode_blocks(term_ptr, post_docs, post_codes, config.block_size)
-    term_entry_ptr, term_far_ptr, entry_gap, far_gap, entry_max, entry_count, post_offsets = entries
     del post_docs
-    term_max = term_maxima(term_entry_ptr, entry_max)
-    nonempty = np.diff(term_entry_ptr) > 0
+    postings = _postings_arrays(entries, term_ptr, post_codes)
+    nonempty = np.diff(postings["term_entry_ptr"]) > 0
     rows: dict[str, np.ndarray] = {}
     if config.block_rows is not None:
-        ix = kernels.IndexArrays(
-            n_docs, n_blocks, config.block_size, term_entry_ptr, term_ptr, term_max,
-            term_far_ptr, entry_gap, far_gap, entry_max, entry_count, post_offsets, post_codes,
-            *kernels.no_rows(entry_max.dtype).values(),
-        )  # fmt: skip
+        ix = kernels.index_arrays(n_docs, n_blocks, config.block_size, postings)
         built = kernels.block_rows(ix, kernels.rows_entry_floor(n_blocks, config.block_rows))
         rows = dict(zip(kernels.OPTIONAL_ARRAYS, built, strict=True))
     doc_id_bytes = [i.encode("utf-8") for i in ids]
@@ -221,8 +233,8 @@ def build(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "num_docs": n_docs,
         "num_postings": n_postings,
-        "num_entries": int(entry_gap.shape[0]),
-        "num_far_gaps": int(far_gap.shape[0]),
+        "num_entries": int(postings["entry_gap"].shape[0]),
+        "num_far_gaps": int(postings["far_gap"].shape[0]),
         "num_blocks": n_blocks,
         "num_nonempty_terms": int(nonempty.sum()),
         "vocab": {"size": n_terms, "sha256": vocab.sha256, "source": vocab.source},
@@ -238,20 +250,7 @@ def build(
     if extra_manifest:
         manifest.update(extra_manifest)
     with fmt.staged_directory(path, overwrite=overwrite) as staging:
-        arrays = {
-            "term_entry_ptr": term_entry_ptr,
-            "term_far_ptr": term_far_ptr,
-            "entry_gap": entry_gap,
-            "far_gap": far_gap,
-            "entry_max": entry_max,
-            "term_post_ptr": term_ptr,
-            "entry_count": entry_count,
-            "post_offsets": post_offsets,
-            "post_codes": post_codes,
-            "term_max": term_max,
-            "doc_ids": doc_ids,
-            **rows,
-        }
+        arrays = {**postings, "doc_ids": doc_ids, **rows}
         for name, array in {**arrays, **(extra_arrays or {})}.items():
             manifest["arrays"][name] = fmt.save_array(staging, name, array)
         vocab.save(staging / "vocab.json")

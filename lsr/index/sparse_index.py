@@ -31,7 +31,6 @@ ALGORITHMS = ("exhaustive", "maxscore", "blockmax", "approximate")
 # 0.86-0.90 recall at 0.9, 0.935-0.96 at 0.95, for 5-10 % less time).
 APPROXIMATE_HEAP_FACTOR = 0.9
 APPROXIMATE_MIN_TERMS = 8
-KERNEL_ARRAYS = kernels.IndexArrays._fields[3:]  # the stored arrays, in the tuple's order
 _NUMBER = (int, float, np.number)  # a query weight's types (bool aside)
 _new_hit = functools.partial(tuple.__new__, Hit)  # Hit from a (doc_id, score) pair
 _NO_ACCUMULATOR = np.zeros(0, dtype=np.float32)  # what search_one's non-exhaustive calls pass
@@ -189,11 +188,7 @@ class SparseIndex:
         # MaxScore window in blocks (tests shrink it to cross many windows)
         self.window_blocks = kernels.window_blocks(self.block_size)
         self._scratch = threading.local()  # per-thread zeroed accumulator for the exhaustive scorer
-        no_rows = kernels.no_rows(self.codec.dtype)
-        self._ix = kernels.IndexArrays(
-            self.num_docs, self.num_blocks, self.block_size,
-            *(arrays[n] if n in arrays else no_rows[n] for n in KERNEL_ARRAYS),
-        )  # fmt: skip
+        self._ix = kernels.index_arrays(self.num_docs, self.num_blocks, self.block_size, arrays)
         self._fields = tuple(self._ix)  # what search_one takes (a plain tuple is cheaper to pass)
         term_max = arrays["term_max"]
         # each term's largest weight in score units: orders query terms for MaxScore

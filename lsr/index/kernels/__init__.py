@@ -22,7 +22,7 @@ from lsr.index.kernels.build import (
 from lsr.index.kernels.dense import row_dots
 from lsr.index.kernels.exhaustive import exhaustive_batch, exhaustive_one, exhaustive_split
 from lsr.index.kernels.filtered import allowed_forward, allowed_taat, postings_of
-from lsr.index.kernels.layout import OPTIONAL_ARRAYS, IndexArrays, no_rows
+from lsr.index.kernels.layout import OPTIONAL_ARRAYS, IndexArrays, index_arrays
 from lsr.index.kernels.maxscore import maxscore_batch, maxscore_one, window_blocks
 from lsr.index.kernels.one_query import search_one
 from lsr.index.kernels.query import canonical_query
@@ -44,9 +44,9 @@ __all__ = [
     "exhaustive_one",
     "exhaustive_split",
     "gaps_from_blocks",
+    "index_arrays",
     "maxscore_batch",
     "maxscore_one",
-    "no_rows",
     "postings_of",
     "prune_terms_top_n",
     "row_dots",

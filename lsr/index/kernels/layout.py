@@ -17,6 +17,7 @@ units); ``lut is None`` means codes are already float32 weights. See docs/index-
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -51,14 +52,22 @@ class IndexArrays(NamedTuple):
 OPTIONAL_ARRAYS = ("term_row", "row_max", "row_offset", "row_base")
 
 
-def no_rows(code_dtype: np.dtype) -> dict[str, np.ndarray]:
-    """The block-row arrays of an index without block rows."""
-    return {
+def index_arrays(
+    n_docs: int, n_blocks: int, block_size: int, arrays: Mapping[str, np.ndarray]
+) -> IndexArrays:
+    """The kernels' tuple from arrays named as the fields are; block rows absent from
+    ``arrays`` become empty ones (an index without rows)."""
+    code = arrays["entry_max"].dtype
+    no_rows = {
         "term_row": np.zeros(0, dtype=np.int32),
-        "row_max": np.zeros((0, 0), dtype=code_dtype),
+        "row_max": np.zeros((0, 0), dtype=code),
         "row_offset": np.zeros((0, 0), dtype=np.uint16),
         "row_base": np.zeros((0, 0), dtype=np.uint32),
     }
+    stored = IndexArrays._fields[3:]
+    return IndexArrays(
+        n_docs, n_blocks, block_size, *(arrays[n] if n in arrays else no_rows[n] for n in stored)
+    )
 
 
 @njit(inline="always", **OPTS)
